@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random encoders saved to disk, offline Hub, fixed seeds."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel, ViTConfig, ViTModel
+
+from hf_ssl_robust.encoders import load_encoder
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+
+
+def make_tiny_backbone(kind: str = "dinov2", patch_size: int = 8, seed: int = 0):
+    """A seeded random tiny backbone: `dinov2`, `dinov2_reg` (4 registers) or `vit` (DINO v1 style)."""
+    torch.manual_seed(seed)
+    if kind == "dinov2":
+        return Dinov2Model(Dinov2Config(image_size=32, patch_size=patch_size, mlp_ratio=2, **TINY)).eval()
+    if kind == "dinov2_reg":
+        cfg = Dinov2WithRegistersConfig(image_size=32, patch_size=patch_size, mlp_ratio=2, num_register_tokens=4, **TINY)
+        return Dinov2WithRegistersModel(cfg).eval()
+    if kind == "vit":
+        cfg = ViTConfig(image_size=32, patch_size=patch_size, intermediate_size=64, **TINY)
+        return ViTModel(cfg, add_pooling_layer=False).eval()
+    raise ValueError(kind)
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_path(tmp_path_factory):
+    """Folder with a tiny random Dinov2Model written by save_pretrained (patch 8)."""
+    path = tmp_path_factory.mktemp("tiny_dinov2")
+    make_tiny_backbone("dinov2").save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_path(tmp_path_factory):
+    """Folder with a tiny random DINO-v1-style ViTModel (patch 16, no pooler)."""
+    path = tmp_path_factory.mktemp("tiny_vit")
+    make_tiny_backbone("vit", patch_size=16).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_encoder(tiny_dinov2_path):
+    """A fresh tiny PixelEncoder (eval mode) loaded from disk."""
+    return load_encoder(tiny_dinov2_path)

@@ -1,0 +1,140 @@
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from hf_ssl_robust.encoders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESETS,
+    EncoderNotFoundError,
+    PixelEncoder,
+    load_encoder,
+    resolve_encoder_name,
+)
+
+from conftest import make_tiny_backbone
+
+
+def _normalize(x):
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize("kind,patch", [("dinov2", 8), ("dinov2", 14), ("vit", 16), ("vit", 8), ("dinov2_reg", 8)])
+def test_load_encoder__equals_automodel_on_normalized_pixels(tmp_path, kind, patch):
+    make_tiny_backbone(kind, patch_size=patch).save_pretrained(tmp_path)
+    encoder = load_encoder(str(tmp_path))
+    assert isinstance(encoder, PixelEncoder) and not encoder.training
+    reference = AutoModel.from_pretrained(tmp_path).eval()
+    x = torch.rand(2, 3, 2 * patch, 3 * patch)
+    with torch.no_grad():
+        out = encoder(x)
+        kwargs = {"interpolate_pos_encoding": True} if kind == "vit" else {}
+        ref = reference(pixel_values=_normalize(x), **kwargs).last_hidden_state
+    registers = 4 if kind == "dinov2_reg" else 0
+    torch.testing.assert_close(out.cls, ref[:, 0])
+    torch.testing.assert_close(out.patches, ref[:, 1 + registers :])
+    assert out.grid == (2, 3)
+    assert out.patches.shape == (2, 6, 32)
+    assert out.patch_grid().shape == (2, 32, 2, 3)
+    assert encoder.patch_size == patch and encoder.hidden_size == 32
+
+
+def test_load_encoder__vit_has_no_random_pooler(tiny_vit_path):
+    encoder = load_encoder(tiny_vit_path)
+    assert getattr(encoder.backbone, "pooler", None) is None
+
+
+@pytest.mark.parametrize("size", [(32, 48), (48, 32), (40, 40), (37, 53)])
+def test_encoder__non_square_inputs_and_partial_patches(tiny_encoder, size):
+    out = tiny_encoder(torch.rand(1, 3, *size))
+    h, w = size[0] // 8, size[1] // 8
+    assert out.grid == (h, w)
+    assert out.patches.shape == (1, h * w, 32)
+    assert out.cls.shape == (1, 32)
+
+
+def test_encoder__pre_norm_tokens_are_last_block_before_layernorm(tiny_encoder):
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        pre = tiny_encoder(x, pre_norm=True)
+        post = tiny_encoder(x)
+        hidden = tiny_encoder.backbone(pixel_values=_normalize(x), output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(pre.patches, hidden[:, 1:])
+    torch.testing.assert_close(tiny_encoder.backbone.layernorm(pre.patches), post.patches)
+    default_pre = load_encoder(tiny_encoder.backbone, pre_norm=True)
+    torch.testing.assert_close(default_pre(x).cls, pre.cls)
+
+
+def test_encoder__gradient_flows_to_pixels(tiny_encoder):
+    x = torch.rand(1, 3, 16, 24, requires_grad=True)
+    tiny_encoder(x).patches.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_load_encoder__accepts_built_modules(tiny_encoder):
+    assert load_encoder(tiny_encoder) is tiny_encoder
+    wrapped = load_encoder(tiny_encoder.backbone)
+    assert isinstance(wrapped, PixelEncoder) and wrapped.backbone is tiny_encoder.backbone
+
+
+def test_encoder__save_pretrained_reloads_with_automodel(tiny_encoder, tmp_path):
+    tiny_encoder.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    reloaded = load_encoder(str(tmp_path))
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(reloaded(x).cls, tiny_encoder(x).cls, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (torch.rand(3, 32, 32), r"\[B, 3, H, W\]"),
+        (torch.rand(1, 1, 32, 32), r"grayscale"),
+        ((torch.rand(1, 3, 32, 32) * 255).to(torch.uint8), r"x.float\(\) / 255"),
+        (torch.rand(1, 3, 4, 32), r"smaller than one 8px patch"),
+    ],
+)
+def test_encoder__bad_pixels_raise_clear_errors(tiny_encoder, bad, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_encoder(bad)
+
+
+def test_presets__map_to_hub_ids():
+    assert resolve_encoder_name("dinov2-small") == "facebook/dinov2-small"
+    assert resolve_encoder_name("dino-vitb16") == "facebook/dino-vitb16"
+    assert {"dinov2-small", "dinov2-base", "dino-vitb16", "dino-vits16"} <= set(PRESETS)
+    assert resolve_encoder_name("some/other-id") == "some/other-id"
+
+
+def test_load_encoder__offline_miss_is_fast_and_clear():
+    start = time.perf_counter()
+    with pytest.raises(EncoderNotFoundError, match=r"facebook/dinov2-small.*\n.*\nFix:") as info:
+        load_encoder("dinov2-small")
+    assert time.perf_counter() - start < 10
+    assert "HF_HUB_OFFLINE" in str(info.value)
+
+
+def test_load_encoder__missing_local_folder(tmp_path):
+    with pytest.raises(EncoderNotFoundError, match="no such folder"):
+        load_encoder(str(tmp_path / "nope"))
+
+
+def test_load_encoder__never_runs_remote_code_or_pickles(tmp_path):
+    """A folder that only has a pickled checkpoint is refused (safetensors only)."""
+    model = make_tiny_backbone("dinov2")
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(EncoderNotFoundError):
+        load_encoder(str(tmp_path))
+
+
+def test_import_is_light_and_public_api_present():
+    code = "import hf_ssl_robust as h; assert callable(h.load_encoder); print(h.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip()
