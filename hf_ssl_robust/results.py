@@ -1,0 +1,178 @@
+"""Benchmark results: records, files (JSON / CSV / Markdown tables like the paper's) and plots.
+
+A record is one measured number: `(encoder, task, dataset, attack, eps, metric) -> value`, with
+`attack == "none"` and `eps == 0` for clean evaluation. Everything else (tables, plots, model
+cards, the Space's results tab) is derived from a list of records.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+RECORD_KEYS = ("encoder", "task", "dataset", "attack", "eps", "steps", "metric", "value", "num_samples")
+ATTACK_TITLES = {"none": "Clean", "embed": "EmbedAttack", "pgd": "PGD", "segpgd": "SegPGD", "depth_pgd": "DepthPGD"}
+TASK_TABLES = {
+    "classification": ("Table 1: linear classification accuracy (higher is better)", "accuracy"),
+    "segmentation": ("Table 2: semantic segmentation mIoU (higher is better)", "mean_iou"),
+    "depth": ("Table 3: monocular depth RMSE in metres (lower is better)", "rmse"),
+}
+
+
+def parse_eps(value: str | float | int) -> float:
+    """Parse an ε given as `8/255`, `0.0314` or `0` (never `eval`)."""
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    else:
+        try:
+            eps = float(Fraction(str(value).strip()))
+        except (ValueError, ZeroDivisionError) as err:
+            raise ValueError(f"Cannot read eps {value!r}: write it as a fraction like 8/255 or a number like 0.03.") from err
+    if not 0.0 <= eps <= 1.0 or math.isnan(eps):
+        raise ValueError(f"eps={value!r} is outside [0, 1]: eps is in [0, 1] pixel units (8/255 is the paper's).")
+    return eps
+
+
+def format_eps(eps: float) -> str:
+    """`0.0313725...` -> `8/255`; values that are no multiple of 1/255 are printed as decimals."""
+    if eps == 0:
+        return "0"
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically (a crash never leaves half a file behind)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+    """Read `results.json` (a list of records, or a dict with a `records` list)."""
+    data = json.loads(Path(path).read_text())
+    records = data["records"] if isinstance(data, dict) else data
+    for i, record in enumerate(records):
+        missing = [k for k in RECORD_KEYS if k not in record]
+        if missing:
+            raise ValueError(f"{path}: record {i} lacks {missing}; is this a results.json written by hf-ssl-robust?")
+    return records
+
+
+def write_csv(path: str | os.PathLike, records: Sequence[dict]) -> None:
+    keys = list(RECORD_KEYS) + sorted({k for r in records for k in r} - set(RECORD_KEYS))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3f}" if metric == "rmse" else f"{value:.2f}"
+
+
+def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = None) -> str:
+    """Tables laid out like the paper's Tables 1–3: one per task, rows (dataset, encoder),
+    columns Clean, then EmbedAttack and the task attack at every ε measured."""
+    metrics = {**{t: m for t, (_, m) in TASK_TABLES.items()}, **(metrics or {})}
+    blocks = []
+    for task in _ordered(r["task"] for r in records):
+        metric = metrics.get(task, "value")
+        rows = [r for r in records if r["task"] == task and r["metric"] == metric]
+        if not rows:
+            continue
+        columns = [("none", 0.0)] + sorted(
+            {(r["attack"], float(r["eps"])) for r in rows if r["attack"] != "none"},
+            key=lambda c: (c[0] != "embed", c[0], c[1]),
+        )
+        multi_eps = len({eps for a, eps in columns if a != "none"}) > 1
+        heads = ["Dataset", "Encoder"] + [
+            ATTACK_TITLES.get(a, a) + (f" ({format_eps(e)})" if multi_eps and a != "none" else "") for a, e in columns
+        ]
+        title = TASK_TABLES.get(task, (f"{task}: {metric}", metric))[0]
+        eps_note = ", ".join(sorted({format_eps(e) for a, e in columns if a != "none"}))
+        steps = sorted({int(r["steps"]) for r in rows if r["attack"] != "none"})
+        if eps_note:
+            title += f"; ε = {eps_note}, {', '.join(map(str, steps))} steps"
+        lines = [f"**{title}**", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for dataset in _ordered(r["dataset"] for r in rows):
+            for encoder in _ordered(r["encoder"] for r in rows if r["dataset"] == dataset):
+                cells = []
+                for attack, eps in columns:
+                    match = [
+                        r["value"]
+                        for r in rows
+                        if r["dataset"] == dataset and r["encoder"] == encoder and r["attack"] == attack
+                        and (attack == "none" or abs(float(r["eps"]) - eps) < 1e-9)
+                    ]
+                    cells.append(_fmt(match[-1] if match else None, metric))
+                lines.append(f"| {dataset} | {display_name(encoder)} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def display_name(encoder: str) -> str:
+    """Short encoder name for tables: the last path component of a folder or Hub id."""
+    return Path(str(encoder).rstrip("/")).name or str(encoder)
+
+
+def _ordered(values: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for v in values:
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+def plot_robustness_curves(records: Sequence[dict], path: str | os.PathLike, metrics: dict[str, str] | None = None) -> Path | None:
+    """One panel per task: primary metric against ε for every (encoder, dataset, attack)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = {**{t: m for t, (_, m) in TASK_TABLES.items()}, **(metrics or {})}
+    tasks = [t for t in _ordered(r["task"] for r in records) if any(r["metric"] == metrics.get(t) for r in records)]
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = metrics[task]
+        rows = [r for r in records if r["task"] == task and r["metric"] == metric]
+        for dataset in _ordered(r["dataset"] for r in rows):
+            for encoder in _ordered(r["encoder"] for r in rows if r["dataset"] == dataset):
+                mine = [r for r in rows if r["dataset"] == dataset and r["encoder"] == encoder]
+                clean = [r["value"] for r in mine if r["attack"] == "none"]
+                for attack in _ordered(r["attack"] for r in mine if r["attack"] != "none"):
+                    pts = sorted((float(r["eps"]), r["value"]) for r in mine if r["attack"] == attack)
+                    if clean:
+                        pts = [(0.0, clean[-1])] + pts
+                    xs = [e * 255 for e, _ in pts]
+                    style = "-o" if attack == "embed" else "--s"
+                    ax.plot(xs, [v for _, v in pts], style, ms=4, label=f"{display_name(encoder)} · {ATTACK_TITLES.get(attack, attack)}")
+        ax.set_title(f"{task} ({rows[0]['dataset'] if len({r['dataset'] for r in rows}) == 1 else 'all datasets'})")
+        ax.set_xlabel("ε (×1/255)")
+        ax.set_ylabel(metric + (" (lower is better)" if metric == "rmse" else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
