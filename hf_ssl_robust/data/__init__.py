@@ -1,0 +1,59 @@
+"""Datasets: registry of specs, paired transforms, loading into the unified batch form.
+
+``synthetic`` (ShapesWorld) is imported lazily by the loaders, so this package imports on its own.
+"""
+
+from .loading import (
+    DEFAULT_SHAPES_SAMPLES,
+    DatasetUnavailableError,
+    ShapesTensorDataset,
+    UnifiedDataset,
+    check_columns,
+    collate,
+    load_split,
+    make_dataloader,
+    make_dataset,
+    to_unified,
+)
+from .registry import DATASETS, TARGET_KEYS, TASKS, DatasetSpec, get_dataset_spec, register_dataset
+from .transforms import (
+    CenterCrop,
+    Compose,
+    PadToMultiple,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomVerticalFlip,
+    Resize,
+    eval_transform,
+    train_transform,
+)
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_SHAPES_SAMPLES",
+    "TARGET_KEYS",
+    "TASKS",
+    "CenterCrop",
+    "Compose",
+    "DatasetSpec",
+    "DatasetUnavailableError",
+    "PadToMultiple",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "RandomVerticalFlip",
+    "Resize",
+    "ShapesTensorDataset",
+    "UnifiedDataset",
+    "check_columns",
+    "collate",
+    "eval_transform",
+    "get_dataset_spec",
+    "load_split",
+    "make_dataloader",
+    "make_dataset",
+    "register_dataset",
+    "to_unified",
+    "train_transform",
+]
