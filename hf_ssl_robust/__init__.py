@@ -2,6 +2,23 @@
 
 __version__ = "0.1.0"
 
+from . import heads  # registers the heads with the transformers Auto classes
+from .attacks import ATTACKS, Attack, AttackResult, make_attack
 from .encoders import EncoderNotFoundError, EncoderOutput, PixelEncoder, load_encoder
+from .heads import HEADS, SSLForDepthEstimation, SSLForImageClassification, SSLForSemanticSegmentation
 
-__all__ = ["EncoderNotFoundError", "EncoderOutput", "PixelEncoder", "load_encoder", "__version__"]
+__all__ = [
+    "ATTACKS",
+    "HEADS",
+    "Attack",
+    "AttackResult",
+    "EncoderNotFoundError",
+    "EncoderOutput",
+    "PixelEncoder",
+    "SSLForDepthEstimation",
+    "SSLForImageClassification",
+    "SSLForSemanticSegmentation",
+    "__version__",
+    "load_encoder",
+    "make_attack",
+]

@@ -1,0 +1,96 @@
+"""Linear depth head: 256-bin classification-regression on pre-LN tokens (DINOv2 "lin. 1").
+
+Paper: Kowalczuk et al., https://arxiv.org/abs/2407.12588, with DINOv2's linear depth head
+(Oquab et al., https://arxiv.org/abs/2304.07193) and the bin decoding of AdaBins-style heads:
+
+    tokens of the last block BEFORE the final layer norm: grid [B, D, h, w], CLS [B, D]
+    -> concat(grid, CLS broadcast)   [B, 2D, h, w]
+    -> bilinear x4 upsampling        [B, 2D, 4h, 4w]      (-> optional BatchNorm2d(2D))
+    -> Conv2d(2D, n_bins, 1)         [B, K, 4h, 4w]
+    -> w = relu(logit) + 0.1, normalised to sum 1 over the K bins
+    -> depth = sum_k w_k * centre_k, centres uniform on [min_depth, max_depth]
+    -> bilinear resize to the (padded) input size, crop the padding -> [B, H, W]
+
+Decisions:
+    * No BatchNorm by default (`use_batchnorm=False`): the DINOv2 linear depth head has it
+      commented out and the paper's code follows it. With BN off, the 1x1 conv runs BEFORE the x4
+      upsampling: both are linear and bilinear weights sum to 1, so the result is the same up to
+      rounding while the upsampled tensor has K = 256 channels instead of 2D (1536 for ViT-B).
+    * Inputs whose sides are not multiples of the encoder's own patch size are centre-padded (fill
+      = encoder mean, i.e. zero after normalisation) to a multiple of THAT patch size (not of 14:
+      reference-notes B10), predicted, and the padding is cropped off the full-size prediction
+      (no misaligning resize of the padded prediction into the unpadded frame).
+    * The loss is `losses.depth_loss` averaged over the batch, on pixels with 0 < d <= max_depth
+      (the metric's mask).
+
+Shapes: `pixel_values` `[B, 3, H, W]` in [0, 1]; `labels` `[B, H, W]` metres (0 = invalid);
+output `DepthEstimatorOutput(predicted_depth [B, H, W], loss)`, values in [min_depth, max_depth].
+
+Example:
+    >>> model = SSLForDepthEstimation.from_encoder("dinov2-small", image_size=518)
+    >>> model(torch.rand(1, 3, 480, 640)).predicted_depth.shape       # [1, 480, 640]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers.modeling_outputs import DepthEstimatorOutput
+
+from ..losses import depth_loss
+from .configuration import DepthHeadConfig
+from .modeling import SSLHeadPreTrainedModel, centre_pad
+
+__all__ = ["SSLForDepthEstimation"]
+
+_BIN_WEIGHT_FLOOR = 0.1  # "linear" normalisation: relu(logit) + 0.1 keeps every bin alive
+
+
+class SSLForDepthEstimation(SSLHeadPreTrainedModel):
+    """Frozen encoder + bilinear x4 upsampling + 1x1 conv to depth bins."""
+
+    config_class = DepthHeadConfig
+
+    def __init__(self, config: DepthHeadConfig, encoder=None):
+        super().__init__(config, encoder=encoder)
+        channels = 2 * self.encoder.hidden_size  # patch token ++ CLS token
+        self.batchnorm = nn.BatchNorm2d(channels) if config.use_batchnorm else None
+        self.conv_depth = nn.Conv2d(channels, config.n_bins, kernel_size=1)
+        self.post_init()
+
+    def bin_centres(self, device=None, dtype=None) -> Tensor:
+        """`[n_bins]` depth of each bin, uniform on [min_depth, max_depth]."""
+        c = self.config
+        return torch.linspace(c.min_depth, c.max_depth, c.n_bins, device=device, dtype=dtype)
+
+    def features(self, pixels: Tensor) -> Tensor:
+        """`[B, 2D, h, w]`: pre-LN patch grid with the pre-LN CLS token appended to every position."""
+        out = self.encoder(pixels, pre_norm=True)
+        grid = out.patch_grid()  # [B, D, h, w]
+        return torch.cat([grid, out.cls[:, :, None, None].expand_as(grid)], dim=1)
+
+    def forward(self, pixel_values: Tensor, labels: Tensor | None = None, **kwargs) -> DepthEstimatorOutput:
+        """Args:
+            pixel_values: `[B, 3, H, W]` in [0, 1], any size.
+            labels: optional `[B, H, W]` depth in metres (0 = invalid); adds `loss`.
+        """
+        c = self.config
+        h, w = pixel_values.shape[-2:]
+        padded, (top, _, left, _) = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
+        feats = self.features(padded)  # [B, 2D, h', w']
+        up = dict(scale_factor=c.upsample_factor, mode="bilinear", align_corners=False)
+        if self.batchnorm is not None:
+            logits = self.conv_depth(self.batchnorm(F.interpolate(feats, **up)))
+        else:  # same result, cheaper: conv and bilinear upsampling commute
+            logits = F.interpolate(self.conv_depth(feats), **up)  # [B, K, 4h', 4w']
+        weights = torch.relu(logits) + _BIN_WEIGHT_FLOOR
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        depth = torch.einsum("bkhw,k->bhw", weights, self.bin_centres(logits.device, logits.dtype))
+        depth = F.interpolate(depth[:, None], size=padded.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        depth = depth[:, top : top + h, left : left + w].clamp(c.min_depth, c.max_depth)  # clamp: rounding only
+        loss = None
+        if labels is not None:
+            valid = (labels > 0) & (labels <= c.max_depth)
+            loss = depth_loss(depth, labels.to(depth.dtype), valid).mean()
+        return DepthEstimatorOutput(loss=loss, predicted_depth=depth)

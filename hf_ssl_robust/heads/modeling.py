@@ -1,0 +1,170 @@
+"""Shared base of the heads: a frozen `PixelEncoder` plus a small trainable head.
+
+* The encoder is frozen (`requires_grad_(False)`) and stays in eval mode, even after
+  `model.train()`: only the head trains, as in the paper's linear evaluation.
+* The encoder weights are saved WITH the head (one self-contained `model.safetensors`); the
+  architecture is rebuilt from `config.encoder_config` with `AutoModel.from_config` (or
+  `ViTModel(config, add_pooling_layer=False)` for DINO v1), so `from_pretrained` needs no network.
+* `_init_weights` initialises the head only; the encoder comes pretrained (or from the checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoModel, PreTrainedModel, ViTModel
+from transformers import initialization as init
+
+from ..encoders import PixelEncoder, load_encoder
+from .configuration import SSLHeadConfig
+
+__all__ = ["SSLHeadPreTrainedModel", "build_encoder", "centre_pad", "freeze_encoder"]
+
+
+def build_encoder(config: SSLHeadConfig) -> PixelEncoder:
+    """Rebuild the (randomly initialised) encoder architecture recorded in a head config."""
+    backbone_config = config.encoder_backbone_config()
+    if backbone_config.model_type == "vit":
+        backbone = ViTModel(backbone_config, add_pooling_layer=False)  # DINO v1 has no pooler
+    else:
+        backbone = AutoModel.from_config(backbone_config)
+    return PixelEncoder(backbone, mean=tuple(config.image_mean), std=tuple(config.image_std))
+
+
+def freeze_encoder(encoder: nn.Module) -> nn.Module:
+    """Eval mode, no gradients, and its weights marked as initialised so that head init skips them.
+
+    The `PixelEncoder` wrapper itself stays unmarked: `_init_weights` restores its non-persistent
+    mean/std buffers, which the checkpoint does not carry.
+    """
+    encoder.eval().requires_grad_(False)
+    for module in encoder.modules():
+        if module is not encoder:
+            module._is_hf_initialized = True
+    return encoder
+
+
+def centre_pad(pixels: Tensor, multiple: int, fill: Tensor | None = None) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Pad `[B, 3, H, W]` symmetrically so that H and W are multiples of `multiple`.
+
+    Args:
+        fill: per-channel fill value `[1, 3, 1, 1]` (default 0); the heads pass the encoder mean,
+            i.e. zero after normalisation, as the reference implementation pads normalised images.
+
+    Returns:
+        The padded pixels and `(top, bottom, left, right)`.
+    """
+    h, w = pixels.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    pad = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+    if ph == 0 and pw == 0:
+        return pixels, pad
+    fill = torch.zeros((), dtype=pixels.dtype, device=pixels.device) if fill is None else fill.to(pixels.dtype)
+    # F.pad takes (left, right, top, bottom) for the last two axes.
+    return F.pad(pixels - fill, (pad[2], pad[3], pad[0], pad[1])) + fill, pad
+
+
+def _float32_values(buffer: Tensor) -> tuple[float, ...]:
+    """Shortest decimals that round-trip each float32 value (0.485, not 0.48500001430511475)."""
+    return tuple(float(str(np.float32(v))) for v in buffer.detach().cpu().flatten().tolist())
+
+
+class SSLHeadPreTrainedModel(PreTrainedModel):
+    """Base class: `self.encoder` (frozen `PixelEncoder`) + head modules defined by subclasses.
+
+    Args:
+        config: the head config (with `encoder_config` filled in).
+        encoder: an already loaded encoder (`PixelEncoder`, HF backbone, or a name/path for
+            `load_encoder`). When omitted, the architecture is rebuilt from `config.encoder_config`
+            with random weights (what `from_pretrained` does before loading the checkpoint).
+    """
+
+    config_class = SSLHeadConfig
+    base_model_prefix = "encoder"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: SSLHeadConfig, encoder: PixelEncoder | nn.Module | str | None = None):
+        super().__init__(config)
+        if encoder is None:
+            encoder = build_encoder(config)
+        else:
+            encoder = load_encoder(encoder, mean=tuple(config.image_mean), std=tuple(config.image_std))
+            for name, values in (("mean", config.image_mean), ("std", config.image_std)):
+                if not torch.allclose(getattr(encoder, name).flatten().cpu().float(), torch.tensor(values).float()):
+                    raise ValueError(
+                        f"The encoder normalises with {name}={_float32_values(getattr(encoder, name))} but the "
+                        f"config says image_{name}={tuple(values)}; build the head with `from_encoder` or make "
+                        "them agree."
+                    )
+            if config.encoder_config is None:
+                config.encoder_config = encoder.backbone.config.to_dict()
+        self.encoder = freeze_encoder(encoder)
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_encoder(cls, encoder_or_name: PixelEncoder | nn.Module | str | os.PathLike, **config_kwargs: Any):
+        """Build a fresh head on an encoder; the config is filled in from the encoder.
+
+        Example:
+            >>> model = SSLForImageClassification.from_encoder("dinov2-small", num_labels=10, image_size=518)
+        """
+        mean = config_kwargs.get("image_mean")
+        std = config_kwargs.get("image_std")
+        load_kwargs = {k: tuple(v) for k, v in (("mean", mean), ("std", std)) if v is not None}
+        encoder = load_encoder(encoder_or_name, **load_kwargs)
+        config_kwargs.setdefault("image_mean", _float32_values(encoder.mean))
+        config_kwargs.setdefault("image_std", _float32_values(encoder.std))
+        name = encoder_or_name if isinstance(encoder_or_name, (str, os.PathLike)) else encoder.name_or_path
+        config_kwargs.setdefault("encoder_name_or_path", str(name))
+        config = cls.config_class(encoder_config=encoder.backbone.config.to_dict(), **config_kwargs)
+        return cls(config, encoder=encoder)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then re-freeze the encoder (loading makes new Parameters)."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
+        freeze_encoder(model.encoder)
+        return loaded
+
+    # -- frozen encoder -----------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        """Switch the head's mode; the encoder always stays in eval mode."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    @property
+    def patch_size(self) -> int:
+        return self.encoder.patch_size
+
+    def head_parameters(self):
+        """Trainable parameters (everything but the encoder), for the optimiser."""
+        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+
+    # -- init ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, PixelEncoder):
+            # Non-persistent buffers: not in the checkpoint, so restore them from the config (they
+            # may have been created on the meta device by `from_pretrained`).
+            init.copy_(module.mean, torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
+            init.copy_(module.std, torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1))
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if module.running_mean is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
