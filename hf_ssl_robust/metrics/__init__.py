@@ -1,0 +1,67 @@
+"""Metrics for the three tasks: pure-torch functions and meters, and `evaluate` modules.
+
+`load_metric(name)` returns an `evaluate` module loaded from the script shipped inside this
+package (``evaluate.load("mean_iou")`` would download one from the Hub instead). `evaluate` is
+imported only there: importing it pulls in ``transformers.pipelines`` (seconds), which the
+meters used by the benchmark loop do not need.
+
+Example:
+    >>> metric = load_metric("mean_iou")
+    >>> metric.compute(predictions=masks, references=labels, num_labels=150, ignore_index=255)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .functional import (
+    AccuracyMeter,
+    DepthMeter,
+    MeanIoUMeter,
+    accuracy_counts,
+    confusion_matrix,
+    depth_stats,
+    mean_iou_from_stats,
+    segmentation_stats,
+)
+
+METRICS = ("accuracy", "mean_iou", "depth")
+_HERE = Path(__file__).resolve().parent
+
+
+def metric_path(name: str) -> str:
+    """Absolute path of the folder holding the `evaluate` script for ``name``."""
+    if name not in METRICS:
+        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(METRICS)}.")
+    return str(_HERE / name)
+
+
+def load_metric(name: str, **kwargs):
+    """Load one of our `evaluate` modules (``accuracy``, ``mean_iou``, ``depth``) by local path.
+
+    Args:
+        name: metric name.
+        **kwargs: passed to ``evaluate.load`` (e.g. ``keep_in_memory=True``, ``experiment_id``).
+
+    Returns:
+        The ``evaluate.EvaluationModule``. Nothing is fetched from the network.
+    """
+    path = metric_path(name)
+    import evaluate  # lazy: see the module docstring
+
+    return evaluate.load(path, **kwargs)
+
+
+__all__ = [
+    "METRICS",
+    "AccuracyMeter",
+    "DepthMeter",
+    "MeanIoUMeter",
+    "accuracy_counts",
+    "confusion_matrix",
+    "depth_stats",
+    "load_metric",
+    "mean_iou_from_stats",
+    "metric_path",
+    "segmentation_stats",
+]
