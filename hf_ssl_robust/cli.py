@@ -1,12 +1,80 @@
-"""`hf-ssl-robust` command line: thin entry points over importable functions."""
+"""`hf-ssl-robust` command line: thin entry points over importable functions.
+
+    hf-ssl-robust benchmark [--encoders ..] [--tasks ..] [--datasets ..] [--attacks ..] [--eps 8/255 ..]
+    hf-ssl-robust train-head --task segmentation --encoder ./enc --dataset shapes
+    hf-ssl-robust deacl --encoder ./enc --dataset shapes --max_steps 200
+    hf-ssl-robust info
+"""
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
+from pathlib import Path
+
+COMMANDS = ("benchmark", "train-head", "deacl", "info")
 
 
-def _info(args: argparse.Namespace) -> int:
+def benchmark_main(argv: list[str] | None = None) -> int:
+    from .benchmark import BenchmarkConfig, run_benchmark
+    from .results import markdown_tables
+
+    cfg = parse_config(BenchmarkConfig, argv, "hf-ssl-robust benchmark")
+    records = run_benchmark(cfg)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        out = Path(cfg.output_dir)
+        print(markdown_tables(records))
+        print(f"Wrote {out / 'results.json'}, results.csv, results.md, robustness_curves.png and example figures to {out}/")
+    return 0
+
+
+def train_head_main(argv: list[str] | None = None) -> int:
+    from .results import display_name
+    from .training import TrainHeadConfig, train_head
+
+    cfg = parse_config(TrainHeadConfig, argv, "hf-ssl-robust train-head")
+    if not cfg.encoder:
+        raise SystemExit("train-head needs --encoder (a preset, Hub id, bundled name or local folder).")
+    if cfg.output_dir is None:
+        cfg.output_dir = f"outputs/heads/{display_name(cfg.encoder)}-{cfg.dataset}-{cfg.task}"
+    _, info = train_head(cfg)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in info["metrics"].items() if k != "num_samples")
+        print(f"{cfg.task} head on {cfg.encoder} / {cfg.dataset} ({info['metrics']['num_samples']} {info['eval_split']} images): {metrics}")
+        print(f"lr {info['hyperparameters']['lr']:g}, best epoch {info['best_epoch'] + 1}/{info['hyperparameters']['epochs']}, "
+              f"feature cache {'on' if info['feature_cache'] else 'off'}, {sum(info['timings'].values()):.1f} s")
+        print(f"Saved to {cfg.output_dir} (load with {type(_).__name__}.from_pretrained)")
+    return 0
+
+
+def deacl_main(argv: list[str] | None = None) -> int:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    from .defenses import DeACLConfig, train_deacl
+
+    cfg = parse_config(DeACLConfig, argv, "hf-ssl-robust deacl")
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # DINOv2's mask token gets no gradient
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+    path = train_deacl(cfg, accelerator)
+    if cfg.stop_after_steps is not None and not (path / "config.json").is_file():
+        accelerator.print(f"Stopped at step {cfg.stop_after_steps}; resume with --resume --output_dir {path}")
+        return 0
+    accelerator.print(f"Robust encoder saved to {path} (load with hf_ssl_robust.load_encoder or AutoModel).")
+    if cfg.push_to_hub and accelerator.is_main_process:
+        from .hub import push_encoder
+
+        url = push_encoder(path, cfg.push_to_hub)
+        accelerator.print(f"Pushed to {url}")
+    return 0
+
+
+def info_main(argv: list[str] | None = None) -> int:
+    from .attacks import ATTACKS
+    from .data import DATASETS
     from .encoders import PRESETS, bundled_encoders
 
     print("Encoder presets:")
@@ -16,34 +84,60 @@ def _info(args: argparse.Namespace) -> int:
     print("Bundled encoders:" + ("" if bundled else " (none)"))
     for name, path in bundled.items():
         print(f"  {name:<20} {path}")
-    try:
-        from .data import DATASETS
-    except ImportError:
-        DATASETS = {}
-    if DATASETS:
-        print("Datasets:")
-        for name, spec in sorted(DATASETS.items()):
-            print(f"  {name:<20} {getattr(spec, 'description', '')}")
-    try:
-        from .attacks import ATTACKS
-    except ImportError:
-        ATTACKS = {}
-    if ATTACKS:
-        print("Attacks: " + ", ".join(sorted(ATTACKS)))
+    print("Datasets:")
+    for name, spec in sorted(DATASETS.items()):
+        print(f"  {name:<14} {spec.description}")
+    print("Attacks: " + ", ".join(sorted(ATTACKS)))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-ssl-robust", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="List encoder presets, bundled encoders, datasets and attacks.")
-    info.set_defaults(func=_info)
-    return parser
+def parse_config(config_class, argv: list[str] | None, prog: str):
+    """A config dataclass from flags and an optional `--config FILE` (YAML or JSON; flags win)."""
+    import argparse
+    import json
+
+    from transformers import HfArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(config_class, prog=prog)
+    parser.add_argument("--config", default=None, help="YAML or JSON file of these fields; flags override it.")
+    if known.config:
+        path = Path(known.config)
+        if not path.is_file():
+            raise ValueError(f"--config {str(path)!r} does not exist.")
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(path.read_text()) or {}
+        else:
+            values = json.loads(path.read_text())
+        unknown = sorted(set(values) - {a.dest for a in parser._actions})
+        if unknown:
+            raise ValueError(f"Unknown field(s) {unknown} in {str(path)!r}; see `{prog} --help`.")
+        parser.set_defaults(**values)
+    cfg, *_ = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "info": info_main}
+    if command not in handlers:
+        print(f"Unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return handlers[command](rest)
+    except (ValueError, OSError) as err:  # bad input / unavailable model or data: the message says what to do
+        if os.environ.get("HF_SSL_ROBUST_TRACEBACK"):
+            raise
+        print(f"hf-ssl-robust {command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -34,12 +34,24 @@ class SSLForImageClassification(SSLHeadPreTrainedModel):
         self.classifier = nn.Linear(self.encoder.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(self, pixel_values: Tensor, labels: Tensor | None = None, **kwargs) -> ImageClassifierOutput:
+    def forward(
+        self, pixel_values: Tensor | None = None, labels: Tensor | None = None, features: Tensor | None = None, **kwargs
+    ) -> ImageClassifierOutput:
         """Args:
             pixel_values: `[B, 3, H, W]` in [0, 1].
             labels: optional `[B]` class indices; adds the cross-entropy `loss`.
+            features: precomputed `encode_features` output instead of pixels (cached training).
         """
-        cls_token = self.encoder(pixel_values).cls  # [B, D], after the final layer norm
-        logits = self.classifier(cls_token)  # [B, K]
+        if features is None:
+            features = self.encode_features(pixel_values)
+        return self.forward_features(features, None, labels)
+
+    def encode_features(self, pixel_values: Tensor) -> Tensor:
+        """What the head reads from the frozen encoder: the CLS token `[B, D]` after the final LN."""
+        return self.encoder(pixel_values).cls
+
+    def forward_features(self, features: Tensor, image_size=None, labels: Tensor | None = None) -> ImageClassifierOutput:
+        """The head alone, on `encode_features` output (training caches those)."""
+        logits = self.classifier(features)  # [B, K]
         loss = F.cross_entropy(logits, labels.long()) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)

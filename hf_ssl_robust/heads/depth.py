@@ -70,24 +70,44 @@ class SSLForDepthEstimation(SSLHeadPreTrainedModel):
         grid = out.patch_grid()  # [B, D, h, w]
         return torch.cat([grid, out.cls[:, :, None, None].expand_as(grid)], dim=1)
 
-    def forward(self, pixel_values: Tensor, labels: Tensor | None = None, **kwargs) -> DepthEstimatorOutput:
+    def forward(
+        self,
+        pixel_values: Tensor | None = None,
+        labels: Tensor | None = None,
+        features: Tensor | None = None,
+        image_size: tuple[int, int] | None = None,
+        **kwargs,
+    ) -> DepthEstimatorOutput:
         """Args:
             pixel_values: `[B, 3, H, W]` in [0, 1], any size.
             labels: optional `[B, H, W]` depth in metres (0 = invalid); adds `loss`.
+            features, image_size: precomputed `encode_features` output and the input size, instead
+                of pixels (cached training).
         """
+        if features is None:
+            features, image_size = self.encode_features(pixel_values), pixel_values.shape[-2:]
+        return self.forward_features(features, tuple(image_size), labels)
+
+    def encode_features(self, pixel_values: Tensor) -> Tensor:
+        """`[B, 2D, h', w']` features of the input centre-padded to a multiple of the patch size."""
+        padded, _ = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
+        return self.features(padded)
+
+    def forward_features(self, features: Tensor, image_size, labels: Tensor | None = None) -> DepthEstimatorOutput:
+        """The head alone, on `encode_features` output (training caches those)."""
         c = self.config
-        h, w = pixel_values.shape[-2:]
-        padded, (top, _, left, _) = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
-        feats = self.features(padded)  # [B, 2D, h', w']
+        h, w = image_size
+        ph, pw = h + (-h % self.patch_size), w + (-w % self.patch_size)
+        top, left = (ph - h) // 2, (pw - w) // 2  # as centre_pad
         up = dict(scale_factor=c.upsample_factor, mode="bilinear", align_corners=False)
         if self.batchnorm is not None:
-            logits = self.conv_depth(self.batchnorm(F.interpolate(feats, **up)))
+            logits = self.conv_depth(self.batchnorm(F.interpolate(features, **up)))
         else:  # same result, cheaper: conv and bilinear upsampling commute
-            logits = F.interpolate(self.conv_depth(feats), **up)  # [B, K, 4h', 4w']
+            logits = F.interpolate(self.conv_depth(features), **up)  # [B, K, 4h', 4w']
         weights = torch.relu(logits) + _BIN_WEIGHT_FLOOR
         weights = weights / weights.sum(dim=1, keepdim=True)
         depth = torch.einsum("bkhw,k->bhw", weights, self.bin_centres(logits.device, logits.dtype))
-        depth = F.interpolate(depth[:, None], size=padded.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        depth = F.interpolate(depth[:, None], size=(ph, pw), mode="bilinear", align_corners=False)[:, 0]
         depth = depth[:, top : top + h, left : left + w].clamp(c.min_depth, c.max_depth)  # clamp: rounding only
         loss = None
         if labels is not None:

@@ -106,18 +106,43 @@ class SSLForSemanticSegmentation(SSLHeadPreTrainedModel):
 
     def window_logits(self, pixels: Tensor) -> Tensor:
         """Logits of whole windows: `[N, 3, h, w]` -> `[N, C, h, w]` (no tiling)."""
-        h, w = pixels.shape[-2:]
-        padded, (top, _, left, _) = centre_pad(pixels, self.patch_size, fill=self.encoder.mean)
-        feats = self.encoder(padded).patch_grid()  # [N, D, h', w'], post-LN patch tokens
-        logits = self.classifier(self.batchnorm(feats))  # [N, C, h', w']
-        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return self._decode(self.encode_features(pixels), pixels.shape[-2:])
+
+    def encode_features(self, pixel_values: Tensor) -> Tensor:
+        """Post-LN patch grid `[B, D, h', w']` of one window (input no larger than the window)."""
+        padded, _ = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
+        return self.encoder(padded).patch_grid()
+
+    def _decode(self, features: Tensor, image_size) -> Tensor:
+        h, w = image_size
+        ph, pw = h + (-h % self.patch_size), w + (-w % self.patch_size)
+        top, left = (ph - h) // 2, (pw - w) // 2  # as centre_pad
+        logits = self.classifier(self.batchnorm(features))  # [N, C, h', w']
+        logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=False)
         return logits[:, :, top : top + h, left : left + w]
 
-    def forward(self, pixel_values: Tensor, labels: Tensor | None = None, **kwargs) -> SemanticSegmenterOutput:
+    def forward_features(self, features: Tensor, image_size, labels: Tensor | None = None) -> SemanticSegmenterOutput:
+        """The head alone on `encode_features` output of single-window images (training caches those)."""
+        logits = self._decode(features, image_size)
+        loss = segmentation_loss(logits, labels, self.config.ignore_index) if labels is not None else None
+        return SemanticSegmenterOutput(loss=loss, logits=logits)
+
+    def forward(
+        self,
+        pixel_values: Tensor | None = None,
+        labels: Tensor | None = None,
+        features: Tensor | None = None,
+        image_size: tuple[int, int] | None = None,
+        **kwargs,
+    ) -> SemanticSegmenterOutput:
         """Args:
             pixel_values: `[B, 3, H, W]` in [0, 1].
             labels: optional `[B, H, W]` masks; adds the cross-entropy `loss` (ignore_index skipped).
+            features, image_size: precomputed `encode_features` output of single-window images and
+                their size, instead of pixels (cached training).
         """
+        if features is not None:
+            return self.forward_features(features, tuple(image_size), labels)
         logits = sliding_window_logits(
             self.window_logits, pixel_values, self.config.window_size, self.config.window_stride
         )

@@ -1,0 +1,273 @@
+"""`run_benchmark`: encoders × tasks × datasets × attacks × ε → the paper's tables.
+
+For each (encoder, task, dataset) a linear head is trained on the frozen encoder (or loaded when
+it is already in `output_dir/heads/`), then evaluated clean and under every applicable attack at
+every ε, on the same images. Work is split into cells, one per (encoder, task, dataset, ε); each
+finished cell is written to `output_dir/cells/` at once, so a re-run with the same output
+directory skips what is done and an interruption loses at most the cell in progress.
+
+    hf-ssl-robust benchmark --encoders ./enc --tasks classification depth --eps 2/255 8/255
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from torch.utils.data import DataLoader
+
+from .attacks import ATTACKS, make_attack
+from .data import get_dataset_spec, make_dataset
+from .data.loading import collate
+from .encoders import bundled_encoders, load_encoder
+from .evaluation import evaluate
+from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
+from .tasks import TASKS, get_task
+from .training import TrainHeadConfig, train_head
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class BenchmarkConfig:
+    """What to benchmark. Empty `encoders` means the bundled tiny encoders (the embedded default)."""
+
+    encoders: list[str] = field(default_factory=list, metadata={"help": "Encoders (preset, Hub id, bundled name, folder)."})
+    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": "classification segmentation depth"})
+    datasets: list[str] = field(default_factory=lambda: ["shapes"], metadata={"help": "Registry dataset names."})
+    attacks: list[str] = field(default_factory=lambda: ["embed", "pgd", "segpgd", "depth_pgd"], metadata={"help": "Each applies to the tasks it fits; embed to all."})
+    eps: list[str] = field(default_factory=lambda: ["8/255"], metadata={"help": "L-inf radii in [0, 1] pixel units, e.g. 2/255 8/255."})
+    steps: int = field(default=20, metadata={"help": "Attack steps (paper: 20)."})
+    step_size: str = field(default="auto", metadata={"help": "Step size; auto = eps/4 (2/255 at the paper's 8/255)."})
+    norm: str = field(default="linf", metadata={"help": "linf | l2"})
+    track_best: bool = field(default=False, metadata={"help": "Keep each image's most damaging iterate."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the evaluation split (same images clean and attacked)."})
+    batch_size: int = field(default=32, metadata={"help": "Evaluation / attack batch size."})
+    output_dir: str = field(default="outputs/benchmark", metadata={"help": "Results, heads and plots go here; re-running resumes."})
+    heads_dir: str | None = field(default=None, metadata={"help": "Load trained heads from here (<encoder>-<dataset>-<task>) instead of training."})
+    data_dir: str | None = field(default=None, metadata={"help": "Local folder for datasets that are not on the Hub."})
+    image_size: int | None = field(default=None, metadata={"help": "Input size (default: the dataset's)."})
+    num_train_samples: int | None = field(default=None, metadata={"help": "Head training subset (ShapesWorld: how many scenes)."})
+    head_epochs: int | None = field(default=None, metadata={"help": "Override the paper's head epochs (all tasks)."})
+    head_lr: float | None = field(default=None, metadata={"help": "Override the paper's head learning rate (all tasks)."})
+    num_examples: int = field(default=4, metadata={"help": "Images in each clean-vs-adversarial example figure."})
+    seed: int = 0
+
+    def __post_init__(self):
+        for t in self.tasks:
+            get_task(t)
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"Unknown attack(s) {unknown}; available: {sorted(ATTACKS)}")
+        self.eps_values = [parse_eps(e) for e in self.eps]
+        if self.step_size != "auto":
+            parse_eps(self.step_size)
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}.")
+
+    def resolved_encoders(self) -> list[str]:
+        if self.encoders:
+            return list(self.encoders)
+        bundled = bundled_encoders()
+        if not bundled:
+            raise ValueError("No --encoders given and no bundled encoders found: pass --encoders <name or folder>.")
+        return list(bundled)
+
+    def attack_step_size(self, eps: float) -> float:
+        return eps / 4 if self.step_size == "auto" else parse_eps(self.step_size)
+
+
+def _slug(*parts: str) -> str:
+    return "-".join(display_name(p).replace("/", "_") for p in parts)
+
+
+def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: float) -> dict:
+    """Everything that changes a cell's numbers; a stored cell is reused only if this matches."""
+    return dict(encoder=encoder, task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
+                norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
+                max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
+                num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr)
+
+
+def _cell_path(out: Path, key: dict) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return out / "cells" / f"{_slug(key['encoder'], key['dataset'], key['task'])}-{format_eps(key['eps']).replace('/', 'o')}-{digest}.json"
+
+
+def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) -> list[dict]:
+    """Run every cell that is not done yet and write all outputs; returns the records."""
+    accelerator = accelerator or Accelerator()
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        write_json(out / "run_info.json", run_info(cfg, accelerator))
+    accelerator.wait_for_everyone()
+    logger.info(f"benchmark config: {asdict(cfg)}", main_process_only=True)
+
+    records: list[dict] = []
+    for encoder_name in cfg.resolved_encoders():
+        encoder = None
+        for dataset in cfg.datasets:
+            for task_name in cfg.tasks:
+                task = get_task(task_name)
+                keys = [_cell_key(cfg, encoder_name, task_name, dataset, eps) for eps in cfg.eps_values]
+                todo = [k for k in keys if not _cell_path(out, k).is_file()]
+                if todo:
+                    encoder = encoder if encoder is not None else load_encoder(encoder_name)
+                    model, spec = _head(cfg, encoder, encoder_name, task_name, dataset, accelerator)
+                    for key in todo:
+                        _run_cell(cfg, key, model, task, spec, accelerator, out)
+                for key in keys:
+                    records.extend(json.loads(_cell_path(out, key).read_text())["records"])
+    records = _dedupe_clean(records)
+    if accelerator.is_main_process:
+        write_outputs(records, out)
+    accelerator.wait_for_everyone()
+    return records
+
+
+def _head(cfg, encoder, encoder_name, task_name, dataset, accelerator):
+    spec = get_dataset_spec(dataset, task=task_name)
+    task = get_task(task_name)
+    slug = _slug(encoder_name, dataset, task_name)
+    for folder in ([Path(cfg.heads_dir) / slug] if cfg.heads_dir else []) + [Path(cfg.output_dir) / "heads" / slug]:
+        if (folder / "config.json").is_file() and (folder / "train_metrics.json").is_file():
+            logger.info(f"loading head {folder}", main_process_only=True)
+            return task.head_class.from_pretrained(folder).eval(), spec
+    train_cfg = TrainHeadConfig(
+        encoder=encoder_name, task=task_name, dataset=dataset, output_dir=str(Path(cfg.output_dir) / "heads" / slug),
+        data_dir=cfg.data_dir, image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr,
+        num_train_samples=cfg.num_train_samples, seed=cfg.seed,
+    )
+    model, _ = train_head(train_cfg, accelerator=accelerator, encoder=encoder)
+    return model.eval(), spec
+
+
+def _run_cell(cfg, key, model, task, spec, accelerator, out):
+    eps = key["eps"]
+    attacks = {
+        name: make_attack(name, eps=eps, step_size=cfg.attack_step_size(eps), steps=cfg.steps, norm=cfg.norm,
+                          track_best=cfg.track_best, seed=cfg.seed, **task.attack_kwargs(name, spec))
+        for name in key["attacks"]
+    }
+    image_size = cfg.image_size or (spec.image_size if isinstance(spec.image_size, int) else None)
+    dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dir, image_size=image_size)
+    if cfg.max_eval_samples is not None and len(dataset) > cfg.max_eval_samples:
+        idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_eval_samples]
+        dataset = torch.utils.data.Subset(dataset, sorted(idx.tolist()))
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate))
+    examples: dict = {}
+
+    def keep_examples(batch, preds):
+        if not examples and accelerator.is_main_process:
+            k = cfg.num_examples
+            examples.update(pixels=batch["pixel_values"][:k].cpu(), target=batch[task.target_key][:k].cpu(),
+                            **{n: p[:k].detach().cpu() for n, p in preds.items()})
+
+    desc = f"{display_name(key['encoder'])} {task.name} ε={format_eps(eps)}"
+    start = time.perf_counter()
+    results = evaluate(model, loader, task, spec, attacks=attacks, accelerator=accelerator, desc=desc, on_batch=keep_examples)
+    seconds = time.perf_counter() - start
+    records = []
+    for attack_name, metrics in results.items():
+        for metric, value in metrics.items():
+            if metric in ("num_samples", "num_scored"):
+                continue
+            records.append(dict(
+                encoder=key["encoder"], task=task.name, dataset=spec.name, attack=attack_name,
+                eps=0.0 if attack_name == "none" else eps, steps=0 if attack_name == "none" else cfg.steps,
+                step_size=0.0 if attack_name == "none" else cfg.attack_step_size(eps), norm=cfg.norm,
+                metric=metric, value=value, num_samples=metrics["num_samples"], seconds=round(seconds, 2),
+            ))
+    if accelerator.is_main_process:
+        if examples and cfg.num_examples:
+            plot_examples(examples, task, spec, eps, out / f"examples_{_slug(key['encoder'], spec.name, task.name)}_{format_eps(eps).replace('/', 'o')}.png")
+        write_json(_cell_path(out, key), {"key": key, "records": records})
+    accelerator.wait_for_everyone()
+
+
+def _dedupe_clean(records: list[dict]) -> list[dict]:
+    """Every ε cell re-measures clean metrics on the same images; keep one copy."""
+    seen, kept = set(), []
+    for r in records:
+        ident = (r["encoder"], r["task"], r["dataset"], r["attack"], r["eps"], r["metric"])
+        if ident not in seen:
+            seen.add(ident)
+            kept.append(r)
+    return kept
+
+
+def write_outputs(records: list[dict], out: Path) -> None:
+    """results.json, results.csv, results.md (paper tables) and robustness_curves.png."""
+    write_json(out / "results.json", records)
+    write_csv(out / "results.csv", records)
+    (out / "results.md").write_text(markdown_tables(records))
+    plot_robustness_curves(records, out / "robustness_curves.png")
+
+
+def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
+    import accelerate
+    import transformers
+
+    from . import __version__
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return {
+        "config": asdict(cfg), "seed": cfg.seed, "encoders": cfg.resolved_encoders(), "git_revision": rev or None,
+        "versions": {"hf_ssl_robust": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "accelerate": accelerate.__version__, "python": platform.python_version()},
+        "processes": accelerator.num_processes, "device": str(accelerator.device),
+    }
+
+
+def plot_examples(examples: dict, task, spec, eps: float, path: Path) -> None:
+    """Rows of: clean image, adversarial image, perturbation (amplified), target, clean and adversarial predictions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attack = task.task_attack if f"adv/{task.task_attack}" in examples else next((k[4:] for k in examples if k.startswith("adv/")), None)
+    if attack is None:
+        return
+    pixels, adv = examples["pixels"], examples[f"adv/{attack}"]
+    n = pixels.shape[0]
+    fig, axes = plt.subplots(n, 6, figsize=(12, 2.1 * n), squeeze=False)
+    kw = {}
+    if task.name == "segmentation":
+        kw = dict(cmap="tab20", vmin=0, vmax=max(spec.num_classes - 1, 1), interpolation="nearest")
+    elif task.name == "depth":
+        kw = dict(cmap="magma_r", vmin=0, vmax=float(examples["target"].max()))
+    names = spec.class_names or []
+    for i in range(n):
+        delta = adv[i] - pixels[i]
+        amp = 0.5 / max(float(delta.abs().max()), 1e-12)
+        panels = [("clean", pixels[i].permute(1, 2, 0)), (f"{attack} ε={format_eps(eps)}", adv[i].permute(1, 2, 0)),
+                  ("perturbation ×%.0f" % amp, (0.5 + delta * amp).clamp(0, 1).permute(1, 2, 0))]
+        for j, (title, img) in enumerate(panels):
+            axes[i, j].imshow(img.numpy())
+            axes[i, j].set_title(title, fontsize=8)
+        for j, key in enumerate(["target", "none", attack], start=3):
+            value = examples[key][i]
+            title = {"target": "target", "none": "clean prediction"}.get(key, "adversarial prediction")
+            if task.name == "classification":
+                axes[i, j].text(0.5, 0.5, names[int(value)] if names else str(int(value)), ha="center", va="center", fontsize=12)
+            else:
+                axes[i, j].imshow(value.float().numpy(), **kw)
+            axes[i, j].set_title(title, fontsize=8)
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

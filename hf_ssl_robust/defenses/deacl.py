@@ -1,0 +1,479 @@
+"""DeACL: adversarial fine-tuning of a self-supervised encoder by distillation from its clean self.
+
+Zhang et al., "Decoupled Adversarial Contrastive Learning for Self-supervised Adversarial
+Robustness" (ECCV 2022), https://arxiv.org/abs/2207.10899 (stage 2), as applied to DINO ViT-B/16
+by Kowalczuk et al. (2024), https://arxiv.org/abs/2407.12588.
+
+Teacher f = frozen copy of the pretrained encoder; student f_R starts from the same weights and
+all of them are trained. Per batch x (pixels `[B, 3, H, W]` in [0, 1]):
+
+    x_adv = argmax_{‖δ‖∞ ≤ ε} 1 − cos(f_R(x + δ), f(x))            (PGD on the student)
+    L     = mean_b [1 − cos(f_R(x), f(x))] + γ · mean_b [1 − cos(f_R(x_adv), f_R(x))]
+
+on the CLS token. `objective="dense"` (beyond the paper) adds the same two terms averaged over
+patch tokens, weighted by `dense_weight`, and its inner attack maximises
+`1 − cos` on the CLS token + `dense_weight` × the patch-token mean of `1 − cos` (the exact
+student-vs-teacher part of the loss at x_adv), so the attack and the loss agree.
+
+Differences from the paper's released code (reference-notes §9), all deliberate: SGD momentum
+0.9 (the port has 0); the cosine schedule is stepped per optimisation step, not per epoch;
+random resized crops with horizontal *and* vertical flips (the paper's words); `batch_size` is
+the global batch, split across processes (the port's 128 per device gives 512 on 4 GPUs).
+
+Resume is exact: the batch indices, the augmentation, the attack's random start and the global
+RNG (dropout) of step t are pure functions of (seed, t, process index), and optimizer,
+scheduler and RNG states live in the checkpoint (`Accelerator.save_state`).
+
+Example:
+    >>> path = train_deacl(DeACLConfig(encoder="dino-vitb16", dataset="shapes", max_steps=2000))
+    >>> robust = load_encoder(path)            # or AutoModel.from_pretrained(path)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..attacks import EmbedAttack, make_attack
+from ..encoders import PixelEncoder, load_encoder
+from ..results import parse_eps
+
+ATTACK_ON = ("student", "teacher")
+OBJECTIVES = ("cls", "dense")
+PRECISIONS = ("no", "bf16", "fp16")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+CONFIG_NAME = "deacl_config.json"
+STATE_NAME = "trainer_state.json"
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class DeACLConfig:
+    """DeACL run; the defaults are the paper's DINO ViT-B/16 protocol (DESIGN §4)."""
+
+    encoder: str = _help("Encoder to make robust: preset, bundled name, Hub id or local folder.", "dino-vitb16")
+    dataset: str = _help("Registry dataset whose images are used (labels unused).", "shapes")
+    image_folder: str | None = _help("Folder of images (ImageNet-style, searched recursively); overrides dataset.", None)
+    data_dir: str | None = _help("Local copy of a registry dataset (save_to_disk, parquet or imagefolder).", None)
+    num_train_samples: int = _help("ShapesWorld only: how many training scenes to render.", 2000)
+    image_size: int | None = _help("Training resolution; default: ShapesWorld's size, else 224 (the paper).", None)
+    batch_size: int = _help("Global batch size, split across processes.", 128)
+    epochs: int = _help("Training epochs (ignored when max_steps is set).", 100)
+    max_steps: int | None = _help("Total optimisation steps; overrides epochs.", None)
+    stop_after_steps: int | None = _help("Stop (after checkpointing) at this step, keeping the schedule of the full run.", None)
+    lr: float = _help("Peak SGD learning rate.", 0.05)
+    momentum: float = _help("SGD momentum.", 0.9)
+    weight_decay: float = _help("SGD weight decay.", 0.0)
+    warmup_epochs: float = _help("Linear warm-up epochs before the cosine decay.", 10.0)
+    warmup_ratio: float | None = _help("Warm-up as a fraction of all steps; default warmup_epochs / epochs.", None)
+    eps: str = _help("L-inf radius in [0, 1] pixel units, e.g. 4/255 (also a float).", "4/255")
+    attack_steps: int = _help("Steps of the inner PGD.", 5)
+    attack_step_size: str | None = _help("Inner PGD step size; default eps / 4.", None)
+    gamma: float = _help("Weight γ of the robustness term.", 2.0)
+    attack_on: str = _help("Generate x_adv on the 'student' (released code) or the frozen 'teacher' (paper text).", "student")
+    objective: str = _help("'cls' (the paper) or 'dense' (also align patch tokens).", "cls")
+    dense_weight: float = _help("Weight of the patch-token terms with objective='dense'.", 1.0)
+    augment: bool = _help("Random resized crops + horizontal and vertical flips.", True)
+    min_crop_scale: float = _help("Smallest crop area (fraction of the image) of the random resized crop.", 0.25)
+    mixed_precision: str = _help("'no', 'bf16' or 'fp16' (passed to Accelerator).", "no")
+    seed: int = _help("Seed of data order, augmentation, attack starts and dropout.", 0)
+    output_dir: str = _help("Where the encoder, logs and checkpoints go.", "deacl-output")
+    checkpoint_every: int = _help("Save a resumable checkpoint every N steps (0 = never).", 1000)
+    keep_last: int = _help("Keep only the last K checkpoints.", 2)
+    resume: bool = _help("Continue from the latest checkpoint in output_dir/checkpoints.", False)
+    eval_every: int = _help("Call the eval callback every N steps (0 = off).", 0)
+    log_every: int = _help("Log losses every N steps.", 10)
+    num_workers: int = _help("DataLoader workers.", 0)
+    push_to_hub: str | None = _help("Hub repo to publish the robust encoder to (done by the publishing step).", None)
+
+    def __post_init__(self) -> None:
+        self.eps = _parse_eps("eps", self.eps)
+        self.attack_step_size = self.eps / 4 if self.attack_step_size is None else _parse_eps("attack_step_size", self.attack_step_size)
+        _choice("attack_on", self.attack_on, ATTACK_ON)
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("attack_steps", "checkpoint_every", "eval_every", "num_workers"):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("max_steps", "stop_after_steps", "image_size"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1)
+        for name in ("gamma", "dense_weight", "weight_decay", "warmup_epochs"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r} (the paper uses 0.05).")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r} (the paper uses 0.9).")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}; e.g. 0.1 for 10% warm-up.")
+        if self.warmup_ratio is None and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be < epochs={self.epochs} (or set warmup_ratio).")
+        if not 0 < self.min_crop_scale <= 1:
+            raise ValueError(f"min_crop_scale must be in (0, 1], got {self.min_crop_scale!r}.")
+        if self.image_folder is None:
+            from ..data import DATASETS
+
+            if self.dataset not in DATASETS:
+                raise ValueError(f"Unknown dataset {self.dataset!r}; available: {sorted(DATASETS)}, or set image_folder=PATH.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _parse_eps(name: str, value: Any) -> float:
+    try:
+        return parse_eps(value)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from err
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def _at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+
+
+def deacl_loss(student_clean: Tensor, student_adv: Tensor, teacher_clean: Tensor, gamma: float = 2.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """DeACL objective (Zhang et al. 2022, Eq. 2, https://arxiv.org/abs/2207.10899), minimised.
+
+    `L = mean(1 − cos(f_R(x), f(x))) + γ · mean(1 − cos(f_R(x_adv), f_R(x)))`, the cosine over the
+    last axis and the mean over all others. The teacher embedding gets no gradient.
+
+    Args:
+        student_clean: `[..., D]` student tokens of the clean images, e.g. CLS `[B, D]` or patch
+            tokens `[B, N, D]`.
+        student_adv: `[..., D]` student tokens of the adversarial images.
+        teacher_clean: `[..., D]` teacher tokens of the clean images.
+        gamma: weight of the robustness term.
+
+    Returns:
+        `(loss, parts)`: scalar loss and detached `{"distill", "robust"}` terms.
+    """
+    if not student_clean.shape == student_adv.shape == teacher_clean.shape:
+        raise ValueError(f"Shapes differ: {tuple(student_clean.shape)}, {tuple(student_adv.shape)}, {tuple(teacher_clean.shape)}.")
+    clean, adv = student_clean.float(), student_adv.float()
+    distill = (1 - F.cosine_similarity(clean, teacher_clean.detach().float(), dim=-1)).mean()
+    robust = (1 - F.cosine_similarity(adv, clean, dim=-1)).mean()
+    return distill + gamma * robust, {"distill": distill.detach(), "robust": robust.detach()}
+
+
+@dataclass
+class DenseCosineAttack(EmbedAttack):
+    """Inner maximisation of dense DeACL: per sample `1 − cos` of the CLS token plus
+    `dense_weight` × the mean over patch tokens of `1 − cos`. `target = (cls [B, D], patches [B, N, D])`.
+    """
+
+    dense_weight: float = 1.0
+    distance: str = "cosine"
+
+    def forward(self, model: Any, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        out = model(pixels)
+        return out.cls, out.patches
+
+    def prepare_target(self, model: Any, pixels: Tensor, target: Any) -> tuple[Tensor, Tensor]:
+        return tuple(t.detach() for t in target)
+
+    def loss(self, outputs: tuple[Tensor, Tensor], target: tuple[Tensor, Tensor], step: int) -> Tensor:
+        (cls, patches), (t_cls, t_patches) = outputs, target
+        dense = (1 - F.cosine_similarity(patches, t_patches.to(patches.dtype), dim=-1)).mean(1)  # [B]
+        return 1 - F.cosine_similarity(cls, t_cls.to(cls.dtype), dim=1) + self.dense_weight * dense
+
+
+# --- data ----------------------------------------------------------------------------------------
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """All images under `root` (recursively, sorted), short side resized to `size`, centre-cropped."""
+
+    def __init__(self, root: str | Path, size: int):
+        from ..data import CenterCrop, Compose, Resize
+
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise ValueError(f"image_folder {str(root)!r} is not a folder.")
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found under {str(root)!r}.")
+        self.transform = Compose([Resize(size), CenterCrop(size)])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        from ..data.loading import image_to_tensor
+
+        return self.transform({"pixel_values": image_to_tensor(str(self.files[index]), index, "file")})
+
+
+def resolve_image_size(cfg: DeACLConfig) -> int:
+    """`cfg.image_size`, else ShapesWorld's native size, else 224 (the paper's DeACL resolution)."""
+    if cfg.image_size is not None:
+        return cfg.image_size
+    if cfg.image_folder is None:
+        from ..data import get_dataset_spec
+
+        spec = get_dataset_spec(cfg.dataset)
+        if spec.source == "synthetic":
+            return spec.image_size if isinstance(spec.image_size, int) else min(spec.image_size)
+    return 224
+
+
+def build_dataset(cfg: DeACLConfig, image_size: int) -> torch.utils.data.Dataset:
+    """Training images as a dataset of `{"pixel_values": [3, S, S]}` (other keys are ignored)."""
+    if cfg.image_folder is not None:
+        return ImageFolderDataset(cfg.image_folder, image_size)
+    from ..data import CenterCrop, Compose, Resize, get_dataset_spec, make_dataset
+
+    spec = get_dataset_spec(cfg.dataset)
+    if spec.source == "synthetic" and cfg.data_dir is None:
+        return make_dataset(spec, "train", num_samples=cfg.num_train_samples, image_size=image_size, seed=cfg.seed)
+    transform = Compose([Resize(image_size), CenterCrop(image_size)])
+    return make_dataset(spec, "train", transform=transform, data_dir=cfg.data_dir, seed=cfg.seed)
+
+
+def _mix(*values: int) -> int:
+    """Hash integers into a 63-bit seed (splitmix64 steps), so nearby steps get unrelated streams."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return h >> 1
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """This process's indices for steps `start..total-1`: epoch e is a permutation seeded by
+    (seed, e), step t takes its `t mod steps_per_epoch`-th global batch, process r its r-th slice."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, start: int, total: int, rank: int, world: int):
+        self.n, self.batch, self.seed, self.start, self.total = n, global_batch, seed, start, total
+        self.rank, self.local = rank, global_batch // world
+        self.steps_per_epoch = n // global_batch
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self):
+        perm, perm_epoch = None, -1
+        for step in range(self.start, self.total):
+            epoch, pos = divmod(step, self.steps_per_epoch)
+            if epoch != perm_epoch:
+                perm, perm_epoch = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch))), epoch
+            lo = pos * self.batch + self.rank * self.local
+            yield perm[lo : lo + self.local].tolist()
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, min_scale: float = 0.25) -> Tensor:
+    """Random resized crop (area in [min_scale, 1], aspect in [3/4, 4/3]) + horizontal and vertical
+    flips, per sample, as one affine resampling: `[B, 3, H, W]` -> `[B, 3, H, W]`, still in [0, 1]."""
+    b = x.shape[0]
+    u = torch.rand(b, 6, generator=generator).to(x.device, torch.float32)  # drawn on CPU: same on any device
+    area = min_scale + (1 - min_scale) * u[:, 0]
+    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1]
+    w = (area * log_ratio.exp()).sqrt().clamp(max=1)  # crop size as a fraction of the image
+    h = (area / log_ratio.exp()).sqrt().clamp(max=1)
+    cx, cy = (2 * u[:, 2] - 1) * (1 - w), (2 * u[:, 3] - 1) * (1 - h)  # centre, normalised coords
+    flip_x = torch.where(u[:, 4] < 0.5, -1.0, 1.0)
+    flip_y = torch.where(u[:, 5] < 0.5, -1.0, 1.0)
+    zero = torch.zeros_like(w)
+    theta = torch.stack([torch.stack([w * flip_x, zero, cx], 1), torch.stack([zero, h * flip_y, cy], 1)], 1)  # [B, 2, 3]
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0, 1)
+
+
+def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up to the peak, then cosine decay to 0, per step."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+# --- training --------------------------------------------------------------------------------------
+def _checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints (their state JSON is written last), oldest first."""
+    found = [p for p in (output_dir / "checkpoints").glob("step_*") if (p / STATE_NAME).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train_deacl(
+    cfg: DeACLConfig,
+    accelerator=None,
+    eval_fn: Callable[[int, PixelEncoder], dict] | None = None,
+) -> Path:
+    """Fine-tune `cfg.encoder` with DeACL and save it to `cfg.output_dir`.
+
+    Args:
+        cfg: the run.
+        accelerator: an `accelerate.Accelerator` used for this run only (default: a new one with
+            `cfg.mixed_precision`). For several processes, build it with
+            `DistributedDataParallelKwargs(find_unused_parameters=True)`: DINOv2's mask token
+            never gets a gradient.
+        eval_fn: `(step, encoder) -> dict`, called on every process every `cfg.eval_every` steps
+            (and at steps 0 and the last) with the student in eval mode; the main process appends
+            `{"step": step, **result}` to `output_dir/evolution.jsonl`.
+
+    Returns:
+        `output_dir`, holding the student as a plain backbone (`AutoModel.from_pretrained` loads
+        it), `deacl_config.json`, `log.jsonl` and `checkpoints/step_N`. A run cut short by
+        `stop_after_steps` only checkpoints; `resume=True` finishes it and saves the encoder.
+
+    Raises:
+        ValueError: a dataset smaller than one batch, a batch not divisible by the processes.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.logging import get_logger
+    from tqdm.auto import tqdm
+
+    if accelerator is None:
+        # Some backbone parameters (DINOv2's mask token) never get a gradient.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+    logger = get_logger(__name__)
+    out_dir = Path(cfg.output_dir)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} (global) must be divisible by the {world} processes.")
+
+    size = resolve_image_size(cfg)
+    dataset = build_dataset(cfg, size)
+    steps_per_epoch = len(dataset) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"The dataset has {len(dataset)} images, fewer than batch_size={cfg.batch_size}: lower batch_size.")
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    ratio = cfg.warmup_ratio if cfg.warmup_ratio is not None else cfg.warmup_epochs / cfg.epochs
+    warmup = round(ratio * total)
+    stop = min(total, cfg.stop_after_steps or total)
+
+    teacher = load_encoder(cfg.encoder).to(accelerator.device)
+    student = copy.deepcopy(teacher).train()
+    teacher.eval().requires_grad_(False)
+    student.requires_grad_(True)
+    optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # Not prepared: accelerate's scheduler wrapper steps once per process; we step once per update.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, warmup))
+    student, optimizer = accelerator.prepare(student, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    start = 0
+    if cfg.resume and _checkpoints(out_dir):
+        last = _checkpoints(out_dir)[-1]
+        accelerator.load_state(str(last))
+        start = json.loads((last / STATE_NAME).read_text())["step"]
+        logger.info(f"Resumed from {last} at step {start}.", main_process_only=True)
+    resolved = dict(cfg.to_dict(), image_size=size, total_steps=total, warmup_steps=warmup, steps_per_epoch=steps_per_epoch,
+                    num_processes=world, num_train_images=len(dataset))  # fmt: skip
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / CONFIG_NAME).write_text(json.dumps(resolved, indent=2))
+        log_path = out_dir / "log.jsonl"
+        if log_path.exists():  # drop entries after the checkpoint we resume from (or all on a fresh run)
+            keep = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
+            log_path.write_text("".join(line + "\n" for line in keep))
+    logger.info(f"DeACL config: {json.dumps(resolved)}", main_process_only=True)
+
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, stop, rank, world)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
+    raw_student = accelerator.unwrap_model(student)
+    attack_model = raw_student if cfg.attack_on == "student" else teacher
+    dense = cfg.objective == "dense"
+
+    def evaluate(step: int) -> None:
+        if eval_fn is None:
+            return
+        raw_student.eval()
+        result = eval_fn(step, raw_student)
+        raw_student.train()
+        if accelerator.is_main_process:
+            _append_jsonl(out_dir / "evolution.jsonl", {"step": step, **(result or {})})
+
+    if cfg.eval_every and start == 0:
+        evaluate(0)
+    bar = tqdm(total=stop, initial=start, desc="DeACL", disable=not accelerator.is_local_main_process)
+    for step, batch in enumerate(loader, start=start):
+        torch.manual_seed(_mix(cfg.seed, step, rank, 1))  # dropout / drop-path: a function of the step
+        x = batch["pixel_values"].to(accelerator.device, non_blocking=True)
+        if cfg.augment:
+            x = augment_batch(x, torch.Generator().manual_seed(_mix(cfg.seed, step, rank, 2)), cfg.min_crop_scale)
+        with torch.no_grad(), accelerator.autocast():
+            t_out = teacher(x)
+        target = (t_out.cls, t_out.patches) if dense else t_out.cls
+        kw = dict(eps=cfg.eps, step_size=cfg.attack_step_size, steps=cfg.attack_steps, seed=_mix(cfg.seed, step, rank, 3))
+        if dense:
+            attack = DenseCosineAttack(dense_weight=cfg.dense_weight, **kw)
+        else:
+            attack = make_attack("embed", distance="cosine", tokens="cls", **kw)
+        with accelerator.autocast():
+            x_adv = attack.perturb(attack_model, x, target).pixels
+            s_out = student(torch.cat([x, x_adv]))  # student in train mode, one forward for both
+        s_cls, s_cls_adv = s_out.cls.chunk(2)
+        loss, parts = deacl_loss(s_cls, s_cls_adv, t_out.cls, cfg.gamma)
+        if dense:
+            s_patch, s_patch_adv = s_out.patches.chunk(2)
+            dense_loss, dense_parts = deacl_loss(s_patch, s_patch_adv, t_out.patches, cfg.gamma)
+            loss = loss + cfg.dense_weight * dense_loss
+            parts.update({f"dense_{k}": v for k, v in dense_parts.items()})
+        accelerator.backward(loss)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+        optimizer.step()
+        if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule in step
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.update(1)
+
+        if done % cfg.log_every == 0 or done == stop:
+            values = accelerator.reduce(torch.stack([loss.detach().float(), *parts.values()]), reduction="mean").tolist()
+            record = {"step": done, "epoch": step // steps_per_epoch, "lr": lr, "loss": values[0]}
+            record.update(zip(parts, values[1:]))
+            bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k not in ("step", "epoch")})
+            if accelerator.is_main_process:
+                _append_jsonl(out_dir / "log.jsonl", record)
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or (done == stop < total):
+            _save_checkpoint(accelerator, out_dir, done, steps_per_epoch, cfg.keep_last)
+        if cfg.eval_every and (done % cfg.eval_every == 0 or done == total):
+            evaluate(done)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if stop == total and accelerator.is_main_process:
+        raw_student.save_pretrained(out_dir)
+    accelerator.wait_for_everyone()
+    return out_dir
+
+
+def _save_checkpoint(accelerator, out_dir: Path, step: int, steps_per_epoch: int, keep_last: int) -> None:
+    path = out_dir / "checkpoints" / f"step_{step}"
+    accelerator.save_state(str(path))  # model, optimizer, scheduler, RNG states, grad scaler
+    if accelerator.is_main_process:
+        state = {"step": step, "epoch": step // steps_per_epoch, "position_in_epoch": step % steps_per_epoch}
+        (path / STATE_NAME).write_text(json.dumps(state))  # written last: marks the checkpoint complete
+        for old in _checkpoints(out_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,266 @@
+"""DINO-style self-distillation of a tiny ViT on ShapesWorld (the embedded default's encoder).
+
+Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", 2021,
+https://arxiv.org/abs/2104.14294: a student matches the sharpened, centred output of an EMA
+teacher across multi-crop views. Here the backbone is a `Dinov2Model` small enough to train on
+two CPU cores in about half an hour; scenes are rendered on the fly from a seed, so no files
+are needed. An iBOT-style masked patch loss (Zhou et al., 2022, https://arxiv.org/abs/2111.07832)
+is added (on by default) because the encoder must also serve segmentation and depth heads.
+
+    accelerate launch scripts/pretrain_tiny.py --output_dir hf_ssl_robust/assets/shapes-vit-tiny
+    python scripts/pretrain_tiny.py --max_minutes 30 --output_dir ...   # one process
+
+Checkpoints (`--checkpoint_every`) resume exactly with `--resume`. The final encoder is saved as
+a plain `Dinov2Model` (config.json + model.safetensors) that `AutoModel.from_pretrained` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import Dinov2Config, Dinov2Model
+
+from hf_ssl_robust.data.synthetic import render_scenes
+from hf_ssl_robust.encoders import IMAGENET_MEAN, IMAGENET_STD
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output_dir", default="outputs/pretrain_tiny")
+    p.add_argument("--image_size", type=int, default=64, help="global crop size (ShapesWorld scenes are rendered at 80)")
+    p.add_argument("--local_size", type=int, default=32)
+    p.add_argument("--num_local", type=int, default=4)
+    p.add_argument("--patch_size", type=int, default=8)
+    p.add_argument("--hidden_size", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--out_dim", type=int, default=1024, help="DINO prototypes")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min_lr", type=float, default=1e-5)
+    p.add_argument("--warmup_steps", type=int, default=100)
+    p.add_argument("--max_steps", type=int, default=1500)
+    p.add_argument("--max_minutes", type=float, default=None, help="stop early after this wall time (the schedule still assumes max_steps)")
+    p.add_argument("--weight_decay", type=float, default=0.04)
+    p.add_argument("--weight_decay_end", type=float, default=0.2)
+    p.add_argument("--teacher_temp", type=float, default=0.04)
+    p.add_argument("--student_temp", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.99, help="EMA teacher momentum (→ 1 on a cosine)")
+    p.add_argument("--ibot_weight", type=float, default=1.0, help="weight of the masked patch loss (0 = plain DINO)")
+    p.add_argument("--mask_ratio", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint_every", type=int, default=250)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--num_threads", type=int, default=None)
+    return p.parse_args(argv)
+
+
+class DINOHead(nn.Module):
+    """MLP → L2-normalised bottleneck → weight-normalised prototypes (as in DINO)."""
+
+    def __init__(self, dim: int, out_dim: int, hidden: int = 512, bottleneck: int = 128):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, bottleneck))
+        self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
+        self.last.parametrizations.weight.original0.data.fill_(1.0)
+        self.last.parametrizations.weight.original0.requires_grad_(False)
+
+    def forward(self, x):
+        return self.last(F.normalize(self.mlp(x), dim=-1))
+
+
+class Network(nn.Module):
+    def __init__(self, backbone: Dinov2Model, head: DINOHead):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels, mask=None):
+        tokens = self.backbone(pixel_values=(pixels - self.mean) / self.std, bool_masked_pos=mask).last_hidden_state
+        return self.head(tokens)  # [B, 1 + N, out_dim]: CLS logits and patch logits
+
+
+def random_views(images: torch.Tensor, size: int, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """Batched random-resized crop + horizontal flip + colour jitter/grayscale, one affine grid per image."""
+    b = images.shape[0]
+    area = torch.empty(b).uniform_(*scale, generator=gen)
+    log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
+    ratio = log_ratio.exp()
+    sw = (area * ratio).sqrt().clamp(max=1.0)  # crop width/height as fractions of the image
+    sh = (area / ratio).sqrt().clamp(max=1.0)
+    cx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sw)
+    cy = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sh)
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = sw * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = sh, cy
+    grid = F.affine_grid(theta, (b, 3, size, size), align_corners=False)
+    views = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # Colour jitter: brightness, contrast, saturation; random grayscale.
+    bright = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
+    contrast = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
+    sat = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
+    views = views * bright
+    mean = views.mean(dim=(1, 2, 3), keepdim=True)
+    views = (views - mean) * contrast + mean
+    gray = (views * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    views = (views - gray) * sat + gray
+    to_gray = (torch.rand(b, 1, 1, 1, generator=gen) < 0.2).float()
+    views = views * (1 - to_gray) + gray * to_gray
+    return views.clamp(0, 1)
+
+
+def cosine(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
+    if step < warmup:
+        return start * step / max(1, warmup)
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * t))
+
+
+def save_encoder(backbone: Dinov2Model, out: Path, args) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    backbone.config.image_size = args.image_size
+    backbone.save_pretrained(out, safe_serialization=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    out = Path(args.output_dir)
+    ckpt_dir = out / "checkpoints"
+
+    config = Dinov2Config(
+        image_size=args.image_size, patch_size=args.patch_size, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, mlp_ratio=4, layerscale_value=0.1, drop_path_rate=0.0,
+    )
+    student = Network(Dinov2Model(config), DINOHead(args.hidden_size, args.out_dim))
+    teacher = Network(Dinov2Model(config), DINOHead(args.hidden_size, args.out_dim))
+    teacher.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
+    center = torch.zeros(1, args.out_dim)
+    patch_center = torch.zeros(1, args.out_dim)
+
+    decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim > 1 and "embeddings" not in n]
+    no_decay = [p for n, p in student.named_parameters() if p.requires_grad and (p.ndim <= 1 or "embeddings" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    student, teacher, optimizer = accelerator.prepare(student, teacher, optimizer)
+    teacher.eval()
+
+    step = 0
+    if args.resume and ckpt_dir.is_dir():
+        last = sorted(ckpt_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+        if last:
+            accelerator.load_state(str(last[-1]))
+            extra = torch.load(last[-1] / "extra.pt", weights_only=True)
+            step, center, patch_center = extra["step"], extra["center"], extra["patch_center"]
+            accelerator.print(f"resumed from {last[-1]} at step {step}")
+
+    scene_size = args.image_size + args.image_size // 4
+    n_tokens = (args.image_size // args.patch_size) ** 2
+    start_time = time.time()
+    bar = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="DINO")
+    history = []
+    while step < args.max_steps:
+        if args.max_minutes and (time.time() - start_time) / 60 > args.max_minutes:
+            accelerator.print(f"stopping at step {step}: --max_minutes {args.max_minutes} reached")
+            break
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
+        first = (step * accelerator.num_processes + accelerator.process_index) * args.batch_size
+        images = render_scenes(args.batch_size, scene_size, seed=args.seed, start=first)["pixel_values"]
+        globals_ = [random_views(images, args.image_size, (0.35, 1.0), gen) for _ in range(2)]
+        locals_ = [random_views(images, args.local_size, (0.08, 0.35), gen) for _ in range(args.num_local)]
+        lr = cosine(step, args.max_steps, args.lr, args.min_lr, args.warmup_steps)
+        wd = cosine(step, args.max_steps, args.weight_decay_end, args.weight_decay)  # grows
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = lr
+            if i == 0:
+                group["weight_decay"] = wd
+        teacher_temp = args.teacher_temp
+
+        g = torch.cat(globals_)
+        b = images.shape[0]
+        mask = None
+        if args.ibot_weight > 0:
+            mask = torch.rand(2 * b, n_tokens, generator=gen) < args.mask_ratio
+        with torch.no_grad():
+            t_out = teacher(g)
+            t_cls = F.softmax((t_out[:, 0] - center) / teacher_temp, dim=-1).chunk(2)
+            t_patch = F.softmax((t_out[:, 1:] - patch_center) / teacher_temp, dim=-1)
+        s_global = student(g, mask)
+        s_cls = [s_global[:, 0].chunk(2)[i] for i in range(2)] + [student(v)[:, 0] for v in locals_]
+        loss, terms = 0.0, 0
+        for ti, t in enumerate(t_cls):
+            for si, s in enumerate(s_cls):
+                if si == ti:
+                    continue
+                loss = loss + torch.sum(-t * F.log_softmax(s / args.student_temp, dim=-1), dim=-1).mean()
+                terms += 1
+        loss = loss / terms
+        ibot = torch.zeros(())
+        if mask is not None and mask.any():
+            s_patch = F.log_softmax(s_global[:, 1:] / args.student_temp, dim=-1)
+            per_tok = torch.sum(-t_patch * s_patch, dim=-1)  # [2B, N]
+            ibot = (per_tok * mask).sum() / mask.sum().clamp(min=1)
+            loss = loss + args.ibot_weight * ibot
+
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(student.parameters(), 3.0)
+        optimizer.step()
+        with torch.no_grad():
+            m = 1 - (1 - args.momentum) * (math.cos(math.pi * step / args.max_steps) + 1) / 2
+            for ps, pt in zip(accelerator.unwrap_model(student).parameters(), accelerator.unwrap_model(teacher).parameters()):
+                pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+            batch_center = accelerator.reduce(t_out[:, 0].mean(0, keepdim=True), reduction="mean")
+            center = center * 0.9 + batch_center * 0.1
+            if mask is not None:
+                patch_mean = accelerator.reduce(t_out[:, 1:].mean((0, 1)).unsqueeze(0), reduction="mean")
+                patch_center = patch_center * 0.9 + patch_mean * 0.1
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            rec = {"step": step, "loss": float(loss), "ibot": float(ibot), "lr": lr, "minutes": (time.time() - start_time) / 60}
+            history.append(rec)
+            if accelerator.is_main_process:
+                out.mkdir(parents=True, exist_ok=True)
+                with open(out / "training_log.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", ibot=f"{rec['ibot']:.3f}")
+        if args.checkpoint_every and step % args.checkpoint_every == 0:
+            path = ckpt_dir / f"step_{step}"
+            accelerator.save_state(str(path))
+            if accelerator.is_main_process:
+                torch.save({"step": step, "center": center, "patch_center": patch_center}, path / "extra.pt")
+                save_encoder(accelerator.unwrap_model(teacher).backbone, out, args)  # latest teacher, for probing mid-run
+                for old in sorted(ckpt_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-2]:
+                    shutil.rmtree(old)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # The teacher is the better encoder in DINO; save its backbone alone.
+        save_encoder(accelerator.unwrap_model(teacher).backbone, out, args)
+        train_info = {k: v for k, v in vars(args).items()}
+        train_info.update(steps_done=step, minutes=(time.time() - start_time) / 60, processes=accelerator.num_processes,
+                          torch_threads=torch.get_num_threads())
+        (out / "training_args.json").write_text(json.dumps(train_info, indent=2))
+        accelerator.print(f"saved encoder to {out} after {step} steps in {train_info['minutes']:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
