@@ -1,0 +1,102 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hf_ssl_robust.benchmark as bench
+from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
+from hf_ssl_robust.cli import main as cli_main
+from hf_ssl_robust.results import RECORD_KEYS, load_records
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(steps=2, max_eval_samples=8, num_train_samples=32, head_epochs=1, image_size=32, batch_size=4, num_examples=2)
+
+
+def _cfg(encoder, out, **kw):
+    return BenchmarkConfig(encoders=[encoder], output_dir=str(out), **{**TINY, **kw})
+
+
+def test_run_benchmark__all_tasks_attacks_and_outputs(tiny_dinov2_path, tmp_path):
+    records = run_benchmark(_cfg(tiny_dinov2_path, tmp_path, eps=["2/255", "8/255"]))
+    assert all(set(RECORD_KEYS) <= set(r) for r in records)
+    cells = {(r["task"], r["attack"], round(r["eps"] * 255)) for r in records}
+    expected = {("classification", "none", 0), ("segmentation", "none", 0), ("depth", "none", 0)}
+    for task, attack in [("classification", "pgd"), ("segmentation", "segpgd"), ("depth", "depth_pgd")]:
+        for e in (2, 8):
+            expected |= {(task, attack, e), (task, "embed", e)}
+    assert cells == expected
+    assert all(r["num_samples"] == 8 for r in records)
+    assert load_records(tmp_path / "results.json") == records
+    md = (tmp_path / "results.md").read_text()
+    assert "Table 1" in md and "SegPGD (8/255)" in md and "DepthPGD (2/255)" in md
+    for name in ["results.csv", "robustness_curves.png", "run_info.json"]:
+        assert (tmp_path / name).is_file()
+    assert len(list(tmp_path.glob("examples_*.png"))) == 6
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["config"]["eps"] == ["2/255", "8/255"] and "torch" in info["versions"]
+
+
+def test_run_benchmark__resumes_after_interruption(tiny_dinov2_path, tmp_path, monkeypatch):
+    cfg = _cfg(tiny_dinov2_path, tmp_path, tasks=["classification", "depth"], attacks=["embed", "pgd", "depth_pgd"])
+    real = bench._run_cell
+    calls = []
+
+    def crash_on_second(cfg_, key, *args):
+        calls.append(key["task"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(cfg_, key, *args)
+
+    monkeypatch.setattr(bench, "_run_cell", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg)
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 1  # the finished cell survived
+
+    calls.clear()
+    monkeypatch.setattr(bench, "_run_cell", lambda cfg_, key, *a: (calls.append(key["task"]), real(cfg_, key, *a)))
+    records = run_benchmark(cfg)
+    assert calls == ["depth"]  # only the interrupted cell ran again; its head was reloaded, not retrained
+    assert {r["task"] for r in records} == {"classification", "depth"}
+
+    calls.clear()
+    assert run_benchmark(cfg) == records and calls == []  # nothing left to do
+
+
+def test_cli_benchmark__eps_fraction_and_tables(tiny_dinov2_path, tmp_path, capsys):
+    code = cli_main(["benchmark", "--encoders", tiny_dinov2_path, "--tasks", "classification", "--attacks", "embed", "pgd",
+                     "--eps", "8/255", "--steps", "2", "--max_eval_samples", "8", "--num_train_samples", "32",
+                     "--head_epochs", "1", "--image_size", "32", "--output_dir", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| Dataset | Encoder | Clean | EmbedAttack | PGD |" in out
+    records = load_records(tmp_path / "results.json")
+    assert {r["eps"] for r in records if r["attack"] != "none"} == {8 / 255}
+
+
+@pytest.mark.parametrize("argv,match", [(["--attacks", "fgsm"], "Unknown attack"), (["--eps", "8/0"], "fraction"),
+                                        (["--tasks", "pose"], "Unknown task")])
+def test_cli_benchmark__bad_arguments_give_clear_errors(argv, match, capsys):
+    assert cli_main(["benchmark", *argv]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_benchmark__one_and_two_processes_agree(tiny_dinov2_path, tmp_path):
+    """`accelerate launch` with 2 CPU processes gives exactly the numbers of 1 process."""
+    args = ["--encoders", tiny_dinov2_path, "--tasks", "classification", "segmentation", "--attacks", "embed", "pgd", "segpgd",
+            "--steps", "2", "--max_eval_samples", "10", "--num_train_samples", "32", "--head_epochs", "1",
+            "--image_size", "32", "--batch_size", "3", "--num_examples", "0"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    script = str(REPO / "scripts" / "benchmark.py")
+    one = tmp_path / "one"
+    assert cli_main(["benchmark", *args, "--output_dir", str(one)]) == 0
+    # The heads are trained once and shared, so only evaluation and attacks differ between the runs.
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", script, *args, "--output_dir", str(two), "--heads_dir", str(one / "heads")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    strip = lambda rs: sorted((r["task"], r["attack"], r["metric"], r["value"], r["num_samples"]) for r in rs)  # noqa: E731
+    assert strip(load_records(two / "results.json")) == strip(load_records(one / "results.json"))
