@@ -30,7 +30,7 @@ from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
 from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
-from .tasks import TASKS, get_task
+from .tasks import TASKS, default_image_size, get_task
 from .training import TrainHeadConfig, train_head
 
 logger = get_logger(__name__)
@@ -158,7 +158,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
                           track_best=cfg.track_best, seed=cfg.seed, **task.attack_kwargs(name, spec))
         for name in key["attacks"]
     }
-    image_size = cfg.image_size or (spec.image_size if isinstance(spec.image_size, int) else None)
+    image_size = cfg.image_size or default_image_size(model.encoder, spec)
     dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dir, image_size=image_size)
     if cfg.max_eval_samples is not None and len(dataset) > cfg.max_eval_samples:
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_eval_samples]

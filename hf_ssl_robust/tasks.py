@@ -97,6 +97,16 @@ TASKS: dict[str, Task] = {
 }
 
 
+def default_image_size(encoder, spec) -> int | tuple[int, int]:
+    """The paper's input size: the dataset's own for ShapesWorld and fixed-size depth data (NYU
+    480x640), else 224 for DINO v1 (`vit`) and 518 for DINOv2 encoders."""
+    from .encoders import PAPER_IMAGE_SIZE
+
+    if spec.source == "synthetic" or not isinstance(spec.image_size, int):
+        return spec.image_size
+    return PAPER_IMAGE_SIZE.get(encoder.config.model_type, spec.image_size)
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; available: {sorted(TASKS)}")

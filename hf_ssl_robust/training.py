@@ -28,7 +28,7 @@ from .data.transforms import RandomHorizontalFlip, eval_transform, train_transfo
 from .encoders import load_encoder
 from .evaluation import evaluate
 from .results import write_json
-from .tasks import get_task
+from .tasks import default_image_size, get_task
 
 logger = get_logger(__name__)
 
@@ -138,9 +138,10 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     task = get_task(cfg.task)
     spec = get_dataset_spec(cfg.dataset, task=cfg.task)
     hp = cfg.hyperparameters()
-    image_size = cfg.image_size or (spec.image_size if isinstance(spec.image_size, int) else min(spec.image_size))
     set_seed(cfg.seed)
     encoder = load_encoder(encoder if encoder is not None else cfg.encoder)
+    image_size = cfg.image_size or default_image_size(encoder, spec)
+    image_size = image_size if isinstance(image_size, int) else min(image_size)  # the head's window / crop side
     head_kwargs = task.head_kwargs(spec, image_size)
     show = accelerator.is_local_main_process
 
