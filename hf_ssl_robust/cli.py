@@ -59,7 +59,17 @@ def deacl_main(argv: list[str] | None = None) -> int:
     cfg = parse_config(DeACLConfig, argv, "hf-ssl-robust deacl")
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # DINOv2's mask token gets no gradient
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
-    path = train_deacl(cfg, accelerator)
+    eval_fn = None
+    if cfg.eval_every:
+        from .evolution import make_evolution_eval
+
+        eval_fn = make_evolution_eval(seed=cfg.seed)  # a small ShapesWorld benchmark on each evaluated step
+    path = train_deacl(cfg, accelerator, eval_fn=eval_fn)
+    if cfg.eval_every and accelerator.is_main_process and (path / "evolution.jsonl").is_file():
+        from .evolution import plot_evolution
+
+        plot_evolution(path / "evolution.jsonl", path / "evolution.png")
+        accelerator.print(f"Robustness evolution: {path / 'evolution.png'}")
     if cfg.stop_after_steps is not None and not (path / "config.json").is_file():
         accelerator.print(f"Stopped at step {cfg.stop_after_steps}; resume with --resume --output_dir {path}")
         return 0

@@ -277,3 +277,19 @@ def test_script__two_cpu_processes(tiny_dinov2_path, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "ddp" / "deacl_config.json").read_text())["num_processes"] == 2
+
+
+def test_robustness_evolution__small_benchmark_per_step_and_plot(tiny_dinov2_path, tmp_path):
+    """`--eval_every`: each evaluated step trains quick heads on a copy of the student and plots."""
+    from hf_ssl_robust.evolution import make_evolution_eval, plot_evolution
+
+    eval_fn = make_evolution_eval(tasks=("classification", "depth"), steps=2, num_train_samples=24, max_eval_samples=8,
+                                  image_size=32, head_epochs=1)
+    out = train_deacl(tiny_cfg(tiny_dinov2_path, tmp_path / "evo", eval_every=2, attack_steps=1), eval_fn=eval_fn)
+    rows = read_jsonl(out / "evolution.jsonl")
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    assert set(rows[0]["classification"]) == {"none", "embed", "pgd"} and set(rows[0]["depth"]) == {"none", "embed", "depth_pgd"}
+    assert plot_evolution(out / "evolution.jsonl", tmp_path / "evo.png").stat().st_size > 1000
+    # The step-0 evaluation must not freeze the student: training still moved its weights afterwards.
+    start, end = load_encoder(tiny_dinov2_path).state_dict(), load_encoder(str(out)).state_dict()
+    assert any(not torch.equal(start[k], end[k]) for k in start)
