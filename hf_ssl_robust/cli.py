@@ -3,6 +3,7 @@
     hf-ssl-robust benchmark [--encoders ..] [--tasks ..] [--datasets ..] [--attacks ..] [--eps 8/255 ..]
     hf-ssl-robust train-head --task segmentation --encoder ./enc --dataset shapes
     hf-ssl-robust deacl --encoder ./enc --dataset shapes --max_steps 200
+    hf-ssl-robust push FOLDER REPO_ID [--results results.json] [--dry_run]
     hf-ssl-robust info
 """
 
@@ -12,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("benchmark", "train-head", "deacl", "info")
+COMMANDS = ("benchmark", "train-head", "deacl", "push", "info")
 
 
 def benchmark_main(argv: list[str] | None = None) -> int:
@@ -82,6 +83,28 @@ def deacl_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def push_main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .hub import push_encoder, push_head, write_card
+
+    parser = argparse.ArgumentParser(prog="hf-ssl-robust push", description="Render a model card and upload an encoder or head folder.")
+    parser.add_argument("folder", help="An encoder (config.json + model.safetensors) or head folder (with train_metrics.json).")
+    parser.add_argument("repo_id", help="Hub repository, e.g. me/dino-vitb16-deacl.")
+    parser.add_argument("--results", default=None, help="results.json of a benchmark to put in the card.")
+    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--keep_card", action="store_true", help="Keep an existing README.md instead of rendering one.")
+    parser.add_argument("--dry_run", action="store_true", help="Only write README.md next to the weights.")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    if args.dry_run:
+        print(f"Wrote {write_card(folder, args.results, repo_id=args.repo_id)}")
+        return 0
+    push = push_head if (folder / "train_metrics.json").is_file() else push_encoder
+    print(f"Pushed to {push(folder, args.repo_id, records=args.results, private=args.private, overwrite_card=not args.keep_card)}")
+    return 0
+
+
 def info_main(argv: list[str] | None = None) -> int:
     from .attacks import ATTACKS
     from .data import DATASETS
@@ -137,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "info": info_main}
+    handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "info": info_main}
     if command not in handlers:
         print(f"Unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

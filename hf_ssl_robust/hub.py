@@ -51,7 +51,7 @@ LOGIN_HINT = "Log in with `hf auth login` (older huggingface_hub: `huggingface-c
 DEFAULT_LICENSE = "apache-2.0"
 
 
-class HubPushError(RuntimeError):
+class HubPushError(OSError):
     """A push to the Hub failed (offline, not logged in, no rights on the repo, ...)."""
 
 

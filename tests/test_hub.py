@@ -261,3 +261,14 @@ def test_push_encoder__offline_fails_fast_with_clear_message(encoder_dir, monkey
 def test_metric_label():
     assert hub.metric_label("accuracy", "none", 0.0, 0) == "accuracy (clean)"
     assert hub.metric_label("rmse", "depth_pgd", 4 / 255, 10) == "rmse (DepthPGD, ε=4/255, 10 steps)"
+
+
+def test_cli_push__dry_run_writes_card_and_offline_push_is_clear(tmp_path, capsys):
+    from hf_ssl_robust.cli import main as cli_main
+
+    folder = tmp_path / "enc"
+    make_tiny_backbone("dinov2").save_pretrained(folder)
+    assert cli_main(["push", str(folder), "me/tiny", "--dry_run"]) == 0
+    assert (folder / "README.md").is_file() and "me/tiny" in capsys.readouterr().out
+    assert cli_main(["push", str(folder), "me/tiny"]) == 2  # HF_HUB_OFFLINE=1 in tests
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
