@@ -1,0 +1,115 @@
+"""The Space in a real browser: headless Chromium driven by Playwright.
+
+Runs in CI (which installs Debian's `chromium` and `pip install playwright`; never
+`playwright install`); skipped where either is missing. Set SPACE_SCREENSHOT_DIR=docs to refresh
+the screenshots in docs/ (space_classification.png, ...).
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio", reason="the Space needs `pip install hf-ssl-robust[space]`")
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs `pip install playwright`")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("needs Chromium (Debian: apt-get install chromium chromium-driver)", allow_module_level=True)
+
+from test_space import fake_records, free_port, load_app, make_backend  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 120_000  # the first request of a task trains its tiny head
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    backend = make_backend(tmp_path_factory)
+    results = tmp_path_factory.mktemp("browser_results") / "results.json"
+    results.write_text(json.dumps(fake_records()))
+    app = load_app()
+    demo = app.build_demo(backend, results=[str(results)])
+    demo.queue(default_concurrency_limit=1, max_size=8)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=app.CSS)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#run")
+            page.backend = backend
+            yield page
+            browser.close()
+    finally:
+        demo.close()
+
+
+def snapshot(page, tmp_path, name):
+    """Full-page PNG in tmp_path (and in $SPACE_SCREENSHOT_DIR), palette-compressed below 400 KB."""
+    from PIL import Image
+
+    path = tmp_path / f"space_{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    img = Image.open(path).convert("RGB")
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    assert path.stat().st_size < 400_000
+    if os.environ.get("SPACE_SCREENSHOT_DIR"):
+        out = Path(os.environ["SPACE_SCREENSHOT_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, out / path.name)
+    return path
+
+
+def run_attack(page, task):
+    page.locator("#run").click()
+    page.wait_for_function(
+        "task => { const t = document.querySelector('#status textarea'); return t && t.value.includes(' · ' + task + ' · '); }",
+        arg=task,
+    )
+    page.wait_for_function("() => document.querySelector('#metrics') && document.querySelector('#metrics').innerText.includes('linf_255')")
+    page.wait_for_selector("#adv_image img")
+    page.wait_for_selector("#perturbation img")
+    page.wait_for_selector("#losses img")
+
+
+def test_classification_upload(page, tmp_path):
+    example = next(p for p in page.backend.examples if Path(p).stem == "shapesworld_0")
+    page.locator("#input_image input[type=file]").set_input_files(example)
+    page.wait_for_selector("#input_image img")
+    run_attack(page, "classification")
+    for side in ("#clean_pred", "#adv_pred"):  # top-5 bars with ShapesWorld class names
+        text = page.locator(side).inner_text()
+        assert any(name in text for name in ("disc", "square", "triangle", "star", "cross", "ring")), text
+    snapshot(page, tmp_path, "classification")
+
+
+def test_segmentation_example(page, tmp_path):
+    page.get_by_label("segmentation", exact=True).check()
+    page.locator("#examples img").nth(2).click()  # a ShapesWorld scene
+    run_attack(page, "segmentation")
+    page.wait_for_selector("#clean_seg img")
+    page.wait_for_selector("#adv_seg img")
+    assert "background" in page.locator("#clean_seg").inner_text()  # the legend
+    snapshot(page, tmp_path, "segmentation")
+
+
+def test_depth_example(page, tmp_path):
+    page.get_by_label("depth", exact=True).check()
+    page.locator("#examples img").nth(1).click()
+    run_attack(page, "depth")
+    page.wait_for_selector("#depth img")
+    assert "depth_mean_abs_change_m" in page.locator("#metrics").inner_text()
+    snapshot(page, tmp_path, "depth")
+
+
+def test_results_tab(page, tmp_path):
+    page.get_by_role("tab", name="Results").click()
+    page.wait_for_function("() => document.querySelector('#results_tables') && document.querySelector('#results_tables').innerText.includes('Table 1')")
+    page.wait_for_selector("#curves img")
+    assert "tiny-dino-deacl" in page.locator("#leaderboard").inner_text()
+    snapshot(page, tmp_path, "results")
