@@ -203,12 +203,18 @@ def _scene_params(params: torch.Tensor, half_width: float) -> dict:
     lo = horizon + torch.clamp(fh / (0.9 * MAX_DEPTH), min=0.08)
     base = lo + (1.03 - lo) * o[..., 0]
     z = fh / (base - horizon)  # ground depth at the base row
-    radius = (focal * (0.35 + 0.45 * o[..., 2]) / z * torch.tensor(_CLASS_SCALE)[classes]).clamp(0.07, 0.4)
+    radius = focal * (0.35 + 0.45 * o[..., 2]) / z * torch.tensor(_CLASS_SCALE)[classes]
+    # The nearest object is the scene's subject: clearly the largest, so the image-level class is
+    # well defined; the others are smaller distractors (each at most 0.55x its radius).
+    active = torch.arange(MAX_OBJECTS)[None, :] < p["n_obj"][:, None]
+    hero = torch.where(active, base, -1.0).argmax(dim=1, keepdim=True)  # [N, 1]
+    is_hero = torch.zeros_like(active).scatter_(1, hero, True)
+    hero_r = (radius.gather(1, hero) * 1.7).clamp(0.16, 0.4)
+    radius = torch.where(is_hero, hero_r, torch.minimum(0.8 * radius, 0.55 * hero_r).clamp(min=0.05))
     colour = o[..., 4:7]
     ground_mean = ((p["ground_a"] + p["ground_b"]) / 2)[:, None, :]
     colour = torch.where((colour - ground_mean).abs().sum(-1, keepdim=True) < 0.45, 1 - colour, colour)
     cos, sin = _unit(torch.ones_like(o[..., 3]), 0.5 + 0.225 * (2 * o[..., 3] - 1))  # +-24 degrees
-    active = torch.arange(MAX_OBJECTS)[None, :] < p["n_obj"][:, None]
     obj = {
         "cx": torch.where(active, (2 * o[..., 1] - 1) * (0.9 * half_width), 1e4),  # inactive: far off
         "cy": base - radius,  # standing on the ground: the shape's circle touches the base row
