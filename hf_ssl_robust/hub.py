@@ -362,7 +362,8 @@ def render_head_card(
             ("training images", str(info.get("num_train"))), ("validation images (carved from train)", str(info.get("num_val"))),
             ("best epoch (on validation)", str(info.get("best_epoch"))), ("features cached", str(info.get("feature_cache"))),
         ],
-        lr_retried=len(info.get("lr_attempts", [])) > 1,
+        lr_searched=", ".join(f"{a['lr']:g}" + (" (diverged)" if a.get("diverged") else "") for a in info.get("lr_search", []))
+        if len(info.get("lr_search", [])) > 1 else None,
         metric_rows=[(k, _fmt_value(v)) for k, v in info["metrics"].items() if k != "num_samples" and not isinstance(v, (list, dict))],
         num_eval=info["metrics"].get("num_samples"), synthetic=_dataset_info(dataset)["synthetic"],
         tables=markdown_tables(extra).strip() if extra else None,
