@@ -11,6 +11,7 @@ directory skips what is done and an interruption loses at most the cell in progr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -25,6 +26,7 @@ from accelerate.logging import get_logger
 from torch.utils.data import DataLoader
 
 from .attacks import ATTACKS, make_attack
+from .batching import find_max_batch_size
 from .data import get_dataset_spec, make_dataset
 from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
@@ -50,7 +52,7 @@ class BenchmarkConfig:
     norm: str = field(default="linf", metadata={"help": "linf | l2"})
     track_best: bool = field(default=False, metadata={"help": "Keep each image's most damaging iterate."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the evaluation split (same images clean and attacked)."})
-    batch_size: int = field(default=32, metadata={"help": "Evaluation / attack batch size."})
+    batch_size: str = field(default="32", metadata={"help": "Evaluation / attack batch size, or `auto`: the largest that fits in memory."})
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Results, heads and plots go here; re-running resumes."})
     heads_dir: str | None = field(default=None, metadata={"help": "Load trained heads from here (<encoder>-<dataset>-<task>) instead of training."})
     data_dir: str | None = field(default=None, metadata={"help": "Local folder for datasets that are not on the Hub."})
@@ -72,6 +74,13 @@ class BenchmarkConfig:
             parse_eps(self.step_size)
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}.")
+        if str(self.batch_size) != "auto":
+            try:
+                self.batch_size = int(self.batch_size)
+            except ValueError:
+                raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}.") from None
+            if self.batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size}.")
 
     def resolved_encoders(self) -> list[str]:
         if self.encoders:
@@ -151,6 +160,23 @@ def _head(cfg, encoder, encoder_name, task_name, dataset, accelerator):
     return model.eval(), spec
 
 
+def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, start: int = 512) -> int:
+    """The largest evaluation batch for which one step of every attack (the memory peak) fits."""
+    first = collate([dataset[0]])
+    pixels = first["pixel_values"].to(device)
+    target = first[target_key].to(device)
+
+    def run(b: int) -> None:
+        x = pixels.expand(b, *pixels.shape[1:]).contiguous()
+        t = target.expand(b, *target.shape[1:]).contiguous()
+        for attack in attacks.values():
+            one_step = dataclasses.replace(attack, steps=1)
+            surface = model.encoder if attack.surface == "encoder" else model
+            one_step.perturb(surface, x, None if attack.surface == "encoder" else t)
+
+    return find_max_batch_size(run, start=min(start, len(dataset)), device=device)
+
+
 def _run_cell(cfg, key, model, task, spec, accelerator, out):
     eps = key["eps"]
     attacks = {
@@ -163,7 +189,11 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
     if cfg.max_eval_samples is not None and len(dataset) > cfg.max_eval_samples:
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_eval_samples]
         dataset = torch.utils.data.Subset(dataset, sorted(idx.tolist()))
-    loader = accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate))
+    batch_size = cfg.batch_size
+    if batch_size == "auto":
+        batch_size = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key)
+        logger.info(f"--batch_size auto: {batch_size}", main_process_only=True)
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
     examples: dict = {}
 
     def keep_examples(batch, preds):

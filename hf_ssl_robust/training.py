@@ -74,8 +74,9 @@ class TrainHeadConfig:
         if self.optimizer is not None and self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}.")
 
-    def hyperparameters(self) -> dict:
-        preset = PAPER_PRESETS[self.task]
+    def hyperparameters(self, spec=None) -> dict:
+        """The paper's preset for the task, then the dataset's own `head_presets`, then explicit settings."""
+        preset = {**PAPER_PRESETS[self.task], **(spec.head_presets.get(self.task, {}) if spec is not None else {})}
         return {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in preset.items()}
 
 
@@ -138,7 +139,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     accelerator = accelerator or Accelerator()
     task = get_task(cfg.task)
     spec = get_dataset_spec(cfg.dataset, task=cfg.task)
-    hp = cfg.hyperparameters()
+    hp = cfg.hyperparameters(spec)
     set_seed(cfg.seed)
     encoder = load_encoder(encoder if encoder is not None else cfg.encoder)
     image_size = cfg.image_size or default_image_size(encoder, spec)

@@ -77,10 +77,32 @@ def test_cli_benchmark__eps_fraction_and_tables(tiny_dinov2_path, tmp_path, caps
 
 
 @pytest.mark.parametrize("argv,match", [(["--attacks", "fgsm"], "Unknown attack"), (["--eps", "8/0"], "fraction"),
-                                        (["--tasks", "pose"], "Unknown task")])
+                                        (["--tasks", "pose"], "Unknown task"), (["--batch_size", "big"], "positive integer or 'auto'"),
+                                        (["--batch_size", "0"], "positive integer or 'auto'")])
 def test_cli_benchmark__bad_arguments_give_clear_errors(argv, match, capsys):
     assert cli_main(["benchmark", *argv]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_batch_size_auto__fits_the_memory_budget_and_runs(tiny_dinov2_path, tmp_path, monkeypatch):
+    """`--batch_size auto` sizes the batch from a measured attack step and the free memory."""
+    import hf_ssl_robust.batching as batching
+
+    seen = []
+    real = bench.auto_batch_size
+    monkeypatch.setattr(bench, "auto_batch_size", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    records = run_benchmark(_cfg(tiny_dinov2_path, tmp_path, tasks=["segmentation"], attacks=["embed", "segpgd"], batch_size="auto"))
+    assert {r["attack"] for r in records} == {"none", "embed", "segpgd"} and all(r["num_samples"] == 8 for r in records)
+    assert seen == [8]  # plenty of memory: capped by the 8 evaluation images
+    # With no memory to spare it falls back to the smallest batch instead of failing.
+    monkeypatch.setattr(batching, "available_memory_bytes", lambda: 1.0)
+    from hf_ssl_robust.data import get_dataset_spec, make_dataset
+    from hf_ssl_robust.heads import SSLForSemanticSegmentation
+
+    model = SSLForSemanticSegmentation.from_pretrained(next((tmp_path / "heads").iterdir())).eval()
+    data = make_dataset(get_dataset_spec("shapes", task="segmentation"), "eval", num_samples=8, image_size=32)
+    attacks = {"segpgd": bench.make_attack("segpgd", eps=8 / 255, steps=2)}
+    assert real(model, attacks, data, "cpu", "mask") == 1
 
 
 def test_benchmark__one_and_two_processes_agree(tiny_dinov2_path, tmp_path):

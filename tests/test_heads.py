@@ -278,3 +278,16 @@ def test_head__encoder_normalisation_must_match_config(tiny_encoder):
     )
     with pytest.raises(ValueError, match="image_mean"):
         SSLForImageClassification(config, encoder=tiny_encoder)
+
+
+@pytest.mark.parametrize("factor,size", [(4, (3, 5)), (2, (6, 4)), (4, (1, 7))])
+def test_depth__matmul_upsampling_equals_interpolate(factor, size):
+    from hf_ssl_robust.heads.depth import bilinear_upsample
+
+    x = torch.randn(2, 5, *size, requires_grad=True)
+    ref = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(bilinear_upsample(x, factor), ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(ref)
+    (gx,) = torch.autograd.grad((bilinear_upsample(x, factor) * g).sum(), x)
+    (gr,) = torch.autograd.grad((ref * g).sum(), x)
+    torch.testing.assert_close(gx, gr, rtol=1e-5, atol=1e-5)

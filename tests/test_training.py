@@ -58,6 +58,13 @@ def test_train_head__paper_presets_and_overrides():
     cfg = TrainHeadConfig(encoder="x", task="segmentation", lr=3e-4)
     assert cfg.hyperparameters() == {**PAPER_PRESETS["segmentation"], "lr": 3e-4}
     assert PAPER_PRESETS["classification"]["lr"] == 0.5 and PAPER_PRESETS["depth"]["batch_size"] == 128
+    # A dataset the paper did not use may carry its own preset; explicit settings still win.
+    from hf_ssl_robust.data import get_dataset_spec
+
+    shapes_depth = get_dataset_spec("shapes", task="depth")
+    assert TrainHeadConfig(task="depth").hyperparameters(shapes_depth) == {**PAPER_PRESETS["depth"], "epochs": 10, "lr": 1e-2}
+    assert TrainHeadConfig(task="depth", lr=1e-4).hyperparameters(shapes_depth)["lr"] == 1e-4
+    assert TrainHeadConfig(task="depth").hyperparameters(get_dataset_spec("nyu_depth_v2")) == PAPER_PRESETS["depth"]
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(task="pose"), "Unknown task"), (dict(cache_features="maybe"), "cache_features"),

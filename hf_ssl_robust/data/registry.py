@@ -89,6 +89,8 @@ class DatasetSpec:
         local_only: the data cannot be downloaded (licence); ``data_dir`` is required.
         description: one line for humans, including where the data comes from.
         variants: per-task field overrides for datasets that serve several tasks.
+        head_presets: per-task overrides of the paper's head hyper-parameters (epochs, lr, ...),
+            for datasets the paper did not use; explicit flags still win.
     """
 
     name: str
@@ -113,6 +115,7 @@ class DatasetSpec:
     local_only: bool = False
     description: str = ""
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    head_presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.variants:
@@ -226,6 +229,12 @@ def _shapes_spec() -> DatasetSpec:
             "segmentation": dict(target_column="mask", num_classes=k + 1, class_names=("background", *names)),
             "depth": dict(target_column="depth", num_classes=None, class_names=None, max_depth=10.0),
         },
+        # The paper's dense-head settings assume ADE20k / NYU-sized splits (thousands of steps); on
+        # ShapesWorld's 1.6k training scenes they are hundreds of steps. Chosen on the validation
+        # split with the bundled encoder: depth at lr 1e-4 for 20 epochs was still far from
+        # converged (val RMSE 3.08 m, worse than predicting the mean), 1e-2 for 10 epochs reached
+        # 2.2 m; segmentation peaked by epoch 8 at 1e-4 and 1e-3 alike.
+        head_presets={"segmentation": dict(epochs=10, lr=1e-3), "depth": dict(epochs=10, lr=1e-2)},
     )
 
 

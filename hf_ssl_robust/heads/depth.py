@@ -16,6 +16,10 @@ Decisions:
       commented out and the paper's code follows it. With BN off, the 1x1 conv runs BEFORE the x4
       upsampling: both are linear and bilinear weights sum to 1, so the result is the same up to
       rounding while the upsampled tensor has K = 256 channels instead of 2D (1536 for ViT-B).
+    * Speed (the head's cost is all in the [B, K, 4h, 4w] tensor): the x4 bilinear upsampling is
+      two small matmuls with the exact 1-D interpolation matrices (3x faster than `interpolate`
+      forward + backward on CPU), and the bin decoding is one 1x1 convolution onto (sum_k w_k c_k,
+      sum_k w_k), so the normalised weights are never materialised. Same numbers up to rounding.
     * Inputs whose sides are not multiples of the encoder's own patch size are centre-padded (fill
       = encoder mean, i.e. zero after normalisation) to a multiple of THAT patch size (not of 14:
       reference-notes B10), predicted, and the padding is cropped off the full-size prediction
@@ -45,6 +49,20 @@ from .modeling import SSLHeadPreTrainedModel, centre_pad
 __all__ = ["SSLForDepthEstimation"]
 
 _BIN_WEIGHT_FLOOR = 0.1  # "linear" normalisation: relu(logit) + 0.1 keeps every bin alive
+
+
+def _interp_matrix(n: int, size: int, device, dtype) -> Tensor:
+    """`[size, n]` weights of 1-D linear resizing n -> size (`interpolate(..., align_corners=False)`)."""
+    eye = torch.eye(n, device=device, dtype=dtype)[:, None, :]
+    return F.interpolate(eye, size=size, mode="linear", align_corners=False)[:, 0, :].T
+
+
+def bilinear_upsample(x: Tensor, factor: int) -> Tensor:
+    """`F.interpolate(x, scale_factor=factor, mode="bilinear")` for an integer factor, as two matmuls."""
+    h, w = x.shape[-2:]
+    rows = _interp_matrix(h, h * factor, x.device, x.dtype)
+    cols = _interp_matrix(w, w * factor, x.device, x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.T)
 
 
 class SSLForDepthEstimation(SSLHeadPreTrainedModel):
@@ -99,14 +117,16 @@ class SSLForDepthEstimation(SSLHeadPreTrainedModel):
         h, w = image_size
         ph, pw = h + (-h % self.patch_size), w + (-w % self.patch_size)
         top, left = (ph - h) // 2, (pw - w) // 2  # as centre_pad
-        up = dict(scale_factor=c.upsample_factor, mode="bilinear", align_corners=False)
+        factor = int(c.upsample_factor)
         if self.batchnorm is not None:
-            logits = self.conv_depth(self.batchnorm(F.interpolate(features, **up)))
+            logits = self.conv_depth(self.batchnorm(bilinear_upsample(features, factor)))
         else:  # same result, cheaper: conv and bilinear upsampling commute
-            logits = F.interpolate(self.conv_depth(features), **up)  # [B, K, 4h', 4w']
-        weights = torch.relu(logits) + _BIN_WEIGHT_FLOOR
-        weights = weights / weights.sum(dim=1, keepdim=True)
-        depth = torch.einsum("bkhw,k->bhw", weights, self.bin_centres(logits.device, logits.dtype))
+            logits = bilinear_upsample(self.conv_depth(features), factor)  # [B, K, 4h', 4w']
+        # depth = sum_k w_k c_k / sum_k w_k with w = relu(logit) + floor: one 1x1 conv gives both sums.
+        centres = self.bin_centres(logits.device, logits.dtype)
+        proj = torch.stack([centres, torch.ones_like(centres)]).view(2, -1, 1, 1)
+        sums = F.conv2d(torch.relu(logits), proj) + _BIN_WEIGHT_FLOOR * proj.sum(dim=(1, 2, 3)).view(1, 2, 1, 1)
+        depth = sums[:, 0] / sums[:, 1]
         depth = F.interpolate(depth[:, None], size=(ph, pw), mode="bilinear", align_corners=False)[:, 0]
         depth = depth[:, top : top + h, left : left + w].clamp(c.min_depth, c.max_depth)  # clamp: rounding only
         loss = None

@@ -1,0 +1,67 @@
+"""Copy a trained tiny encoder into the package (`hf_ssl_robust/assets/<name>/`) with its model card.
+
+    python scripts/bundle_encoder.py outputs/embedded/shapes-vit-tiny shapes-vit-tiny
+    python scripts/bundle_encoder.py outputs/embedded/shapes-vit-tiny-deacl shapes-vit-tiny-deacl \
+        --results outputs/benchmark/results.json
+
+Only what loading needs travels (`config.json`, `model.safetensors`) plus how it was made:
+`training_args.json` of `scripts/pretrain_tiny.py` or `deacl_config.json` of `hf-ssl-robust deacl`,
+and `probe.json` when given. The card (README.md) is rendered from those files, never typed by
+hand, so every figure in it was measured by the run that made the encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from hf_ssl_robust.encoders import ASSETS_DIR
+from hf_ssl_robust.hub import render_encoder_card
+
+KEEP = ("config.json", "model.safetensors", "training_args.json", "deacl_config.json")
+
+
+def main(argv=None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("source", help="encoder folder written by scripts/pretrain_tiny.py or hf-ssl-robust deacl")
+    p.add_argument("name", help="bundled name, e.g. shapes-vit-tiny")
+    p.add_argument("--results", default=None, help="results.json of a benchmark, for the card's tables")
+    p.add_argument("--dest", default=str(ASSETS_DIR), help="assets folder (default: the package's)")
+    p.add_argument("--limitation", action="append", default=[], help="a bullet added first under Limitations (repeatable)")
+    p.add_argument("--card_copy", default=None, help="also write the card here (e.g. model_cards/<name>.md)")
+    args = p.parse_args(argv)
+
+    src, dest = Path(args.source), Path(args.dest) / args.name
+    if not (src / "config.json").is_file() or not (src / "model.safetensors").is_file():
+        raise SystemExit(f"{src} has no config.json + model.safetensors; train the encoder first.")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEEP:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
+    if (dest / "deacl_config.json").is_file():  # the teacher was a local folder: name it as bundled, drop local paths
+        deacl = json.loads((dest / "deacl_config.json").read_text())
+        if Path(str(deacl.get("encoder"))).is_dir():
+            deacl["encoder"] = Path(deacl["encoder"]).name
+        deacl.pop("output_dir", None)
+        (dest / "deacl_config.json").write_text(json.dumps(deacl, indent=2))
+    training = None
+    if (dest / "training_args.json").is_file() and not (dest / "deacl_config.json").is_file():
+        made = json.loads((dest / "training_args.json").read_text())
+        made = {k: v for k, v in made.items() if k not in ("output_dir", "resume", "num_threads")}  # local details
+        training = {"recipe": "DINO self-distillation + iBOT masked-patch loss (scripts/pretrain_tiny.py)", **made}
+    card = render_encoder_card(dest, args.results, repo_id=f"hf-ssl-robust/{args.name}", training=training)
+    if args.limitation:  # a known weakness of this particular encoder, said up front
+        card.text = card.text.replace("## Limitations\n\n", "## Limitations\n\n" + "".join(f"- {t}\n" for t in args.limitation), 1)
+    card.save(dest / "README.md")
+    size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
+    if args.card_copy:
+        Path(args.card_copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(dest / "README.md", args.card_copy)
+    print(f"bundled {src} as {args.name} in {dest} ({size:.1f} MiB)")
+    return dest
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The embedded default: the two bundled tiny encoders, their cards, the wheel, `benchmark` with no encoders."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from hf_ssl_robust import load_encoder
+from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
+from hf_ssl_robust.encoders import ASSETS_DIR, bundled_encoders
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = ("shapes-vit-tiny", "shapes-vit-tiny-deacl")
+
+
+def test_both_bundled_encoders_ship_with_the_package():
+    assert set(BUNDLED) <= set(bundled_encoders())
+    for name in BUNDLED:
+        folder = ASSETS_DIR / name
+        assert (folder / "model.safetensors").stat().st_size < 10 * 2**20  # a few MB, as promised
+        card = (folder / "README.md").read_text()
+        assert card.startswith("---") and name in card
+    made = json.loads((ASSETS_DIR / "shapes-vit-tiny" / "training_args.json").read_text())
+    assert made["steps_done"] > 0 and made["batch_size"] > 0
+    deacl = json.loads((ASSETS_DIR / "shapes-vit-tiny-deacl" / "deacl_config.json").read_text())
+    assert deacl["encoder"] == "shapes-vit-tiny" and deacl["total_steps"] > 0 and "output_dir" not in deacl
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_encoder_loads_offline_by_name(name):
+    encoder = load_encoder(name)
+    out = encoder(torch.rand(2, 3, 64, 48))
+    assert out.cls.shape == (2, encoder.hidden_size) and out.grid == (8, 6)
+    assert torch.isfinite(out.patches).all()
+    # A plain backbone: AutoModel loads the same folder (safetensors, no remote code).
+    assert type(AutoModel.from_pretrained(ASSETS_DIR / name)).__name__ == "Dinov2Model"
+
+
+def test_the_deacl_twin_differs_from_its_teacher():
+    a = load_file(ASSETS_DIR / "shapes-vit-tiny" / "model.safetensors")
+    b = load_file(ASSETS_DIR / "shapes-vit-tiny-deacl" / "model.safetensors")
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_benchmark_without_encoders_uses_the_bundled_ones(tmp_path):
+    assert BenchmarkConfig().resolved_encoders() == list(bundled_encoders())
+    cfg = BenchmarkConfig(tasks=["classification"], attacks=["embed", "pgd"], steps=2, max_eval_samples=8, num_train_samples=32,
+                          head_epochs=1, num_examples=0, output_dir=str(tmp_path))
+    records = run_benchmark(cfg)
+    assert {r["encoder"] for r in records} == set(bundled_encoders())
+    assert {r["attack"] for r in records} == {"none", "embed", "pgd"}
+
+
+def test_wheel_contains_the_bundled_encoders_and_card_templates(tmp_path):
+    """`pip install hf-ssl-robust` (not only the editable install) must carry the weights."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("hf_ssl_robust-*.whl"))).namelist()
+    for name in BUNDLED:
+        for f in ("config.json", "model.safetensors", "README.md"):
+            assert f"hf_ssl_robust/assets/{name}/{f}" in names
+    assert "hf_ssl_robust/templates/encoder_card.md" in names
