@@ -192,6 +192,18 @@ def test_attack__works_under_no_grad_and_inference_mode(name, task, tiny_encoder
 
 
 @pytest.mark.parametrize("name,task", CASES, ids=IDS)
+def test_attack__bf16_autocast_keeps_fp32_perturbation(name, task, tiny_encoder):
+    """The GPU recipe (bf16 forward under autocast), checked on CPU: pixels, ball and [0, 1] stay fp32-exact."""
+    kwargs, model, x, target = make_case(name, task, tiny_encoder)
+    eps = 8 / 255
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adv = make_attack(name, eps=eps, steps=3, seed=0, **kwargs).perturb(model, x, target).pixels
+    assert adv.dtype == torch.float32 and torch.isfinite(adv).all()
+    assert (adv - x).abs().max() <= eps + 1e-7 and adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x).abs().max() > eps / 2  # it moved
+
+
+@pytest.mark.parametrize("name,task", CASES, ids=IDS)
 def test_attack__l2_ball(name, task, tiny_encoder):
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
     eps = 0.5

@@ -264,9 +264,7 @@ def test_train_deacl__image_folder(tiny_dinov2_path, tmp_path):
     assert json.loads((out / "deacl_config.json").read_text())["num_train_images"] == 8
 
 
-# --- distributed (slow) ------------------------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="set RUN_SLOW=1")
+# --- distributed -------------------------------------------------------------------------------------
 def test_script__two_cpu_processes(tiny_dinov2_path, tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

@@ -33,14 +33,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_backend(tmp_path_factory) -> SpaceBackend:
+def make_backend(tmp_path_factory, heads_dir: str | None = None) -> SpaceBackend:
     """A backend with one tiny random encoder; its heads train on 32 ShapesWorld images for 1 epoch,
     once per session (the disk cache is shared by this file and test_space_browser.py)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.getbasetemp() / "space"
     if not (root / "tiny-enc" / "config.json").is_file():
         make_tiny_backbone("dinov2").save_pretrained(root / "tiny-enc")
-    b = SpaceBackend(encoders=[str(root / "tiny-enc")], cache_dir=str(root / "cache"), heads_dir=str(root / "no-heads"),
+    b = SpaceBackend(encoders=[str(root / "tiny-enc")], cache_dir=str(root / "cache"), heads_dir=heads_dir or str(root / "no-heads"),
                      train_samples=32, train_epochs=1)
     b.prepare_examples()
     return b

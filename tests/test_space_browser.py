@@ -2,7 +2,12 @@
 
 Runs in CI (which installs Debian's `chromium` and `pip install playwright`; never
 `playwright install`); skipped where either is missing. Set SPACE_SCREENSHOT_DIR=docs to refresh
-the screenshots in docs/ (space_classification.png, ...).
+the screenshots in docs/ (space_classification.png, ...); for README's screenshots also point
+SPACE_HEADS_DIR at the embedded default's heads (outputs/benchmark/heads) and SPACE_RESULTS at its
+results.json, so that the pictures show real heads and measured numbers:
+
+    SPACE_SCREENSHOT_DIR=docs SPACE_HEADS_DIR=outputs/benchmark/heads \
+        SPACE_RESULTS=outputs/benchmark/results.json python -m pytest tests/test_space_browser.py
 """
 
 import json
@@ -20,6 +25,8 @@ if CHROMIUM is None:
 
 from test_space import fake_records, free_port, load_app, make_backend  # noqa: E402
 
+from hf_ssl_robust.results import display_name, load_records  # noqa: E402
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 120_000  # the first request of a task trains its tiny head
@@ -27,9 +34,10 @@ TIMEOUT_MS = 120_000  # the first request of a task trains its tiny head
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    backend = make_backend(tmp_path_factory)
-    results = tmp_path_factory.mktemp("browser_results") / "results.json"
-    results.write_text(json.dumps(fake_records()))
+    backend = make_backend(tmp_path_factory, heads_dir=os.environ.get("SPACE_HEADS_DIR"))
+    results = Path(os.environ.get("SPACE_RESULTS") or tmp_path_factory.mktemp("browser_results") / "results.json")
+    if not os.environ.get("SPACE_RESULTS"):
+        results.write_text(json.dumps(fake_records()))
     app = load_app()
     demo = app.build_demo(backend, results=[str(results)])
     demo.queue(default_concurrency_limit=1, max_size=8)
@@ -43,6 +51,7 @@ def page(tmp_path_factory):
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#run")
             page.backend = backend
+            page.results = load_records(results)
             yield page
             browser.close()
     finally:
@@ -111,5 +120,6 @@ def test_results_tab(page, tmp_path):
     page.get_by_role("tab", name="Results").click()
     page.wait_for_function("() => document.querySelector('#results_tables') && document.querySelector('#results_tables').innerText.includes('Table 1')")
     page.wait_for_selector("#curves img")
-    assert "tiny-dino-deacl" in page.locator("#leaderboard").inner_text()
+    leaderboard = page.locator("#leaderboard").inner_text()
+    assert all(display_name(r["encoder"]) in leaderboard for r in page.results)
     snapshot(page, tmp_path, "results")
