@@ -67,3 +67,18 @@ def test_wheel_contains_the_bundled_encoders_and_card_templates(tmp_path):
         for f in ("config.json", "model.safetensors", "README.md"):
             assert f"hf_ssl_robust/assets/{name}/{f}" in names
     assert "hf_ssl_robust/templates/encoder_card.md" in names
+
+
+def test_embedding_shift_script(tiny_dinov2_path, tmp_path):
+    """scripts/embedding_shift.py: ε = 0 moves nothing; a real attack moves the tokens; JSON written."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import embedding_shift
+    finally:
+        sys.path.pop(0)
+    common = ["--encoders", tiny_dinov2_path, "--num_samples", "4", "--image_size", "32", "--steps", "2"]
+    (still,) = embedding_shift.main([*common, "--eps", "0"])
+    assert still["cls"]["relative_l2"] == 0 and abs(still["patch"]["cosine"] - 1) < 1e-5
+    (moved,) = embedding_shift.main([*common, "--eps", "8/255", "--output", str(tmp_path / "shift.json")])
+    assert moved["cls"]["relative_l2"] > 0.01 and moved["patch"]["cosine"] < 1
+    assert json.loads((tmp_path / "shift.json").read_text())[0]["encoder"] == tiny_dinov2_path
