@@ -82,3 +82,16 @@ def test_embedding_shift_script(tiny_dinov2_path, tmp_path):
     (moved,) = embedding_shift.main([*common, "--eps", "8/255", "--output", str(tmp_path / "shift.json")])
     assert moved["cls"]["relative_l2"] > 0.01 and moved["patch"]["cosine"] < 1
     assert json.loads((tmp_path / "shift.json").read_text())[0]["encoder"] == tiny_dinov2_path
+
+
+def test_supervised_ceiling_script_writes_its_curve(tmp_path):
+    """scripts/supervised_ceiling.py: evaluates on schedule, accuracies are fractions, the JSON matches."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import supervised_ceiling
+    finally:
+        sys.path.pop(0)
+    curve = supervised_ceiling.main(["--steps", "4", "--batch_size", "8", "--eval_every", "2", "--num_eval", "16",
+                                     "--image_size", "32", "--output", str(tmp_path / "curve.json")])
+    assert [r["step"] for r in curve] == [2, 4] and all(0 <= r["test_accuracy"] <= 1 for r in curve)
+    assert json.loads((tmp_path / "curve.json").read_text()) == curve
