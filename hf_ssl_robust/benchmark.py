@@ -103,7 +103,8 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
     return dict(encoder=encoder, task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
-                num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr)
+                num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
+                batch_size=cfg.batch_size)  # random starts are seeded per batch, so the grouping matters
 
 
 def _cell_path(out: Path, key: dict) -> Path:
