@@ -5,8 +5,8 @@
         --results outputs/benchmark/results.json
 
 Only what loading needs travels (`config.json`, `model.safetensors`) plus how it was made:
-`training_args.json` of `scripts/pretrain_tiny.py` or `deacl_config.json` of `hf-ssl-robust deacl`,
-and `probe.json` when given. The card (README.md) is rendered from those files, never typed by
+`training_args.json` of `scripts/pretrain_tiny.py` or `deacl_config.json` of `hf-ssl-robust deacl`.
+The card (README.md) is rendered from those files, never typed by
 hand, so every figure in it was measured by the run that made the encoder.
 """
 
@@ -50,7 +50,8 @@ def main(argv=None) -> Path:
     if (dest / "training_args.json").is_file() and not (dest / "deacl_config.json").is_file():
         made = json.loads((dest / "training_args.json").read_text())
         made = {k: v for k, v in made.items() if k not in ("output_dir", "resume", "num_threads")}  # local details
-        training = {"recipe": "DINO self-distillation + iBOT masked-patch loss (scripts/pretrain_tiny.py)", **made}
+        recipe = "DINO self-distillation" + (" + iBOT masked-patch loss" if made.get("ibot_weight", 0) > 0 else "")
+        training = {"recipe": f"{recipe} (scripts/pretrain_tiny.py)", **made}
     card = render_encoder_card(dest, args.results, repo_id=f"hf-ssl-robust/{args.name}", training=training)
     if args.limitation:  # a known weakness of this particular encoder, said up front
         card.text = card.text.replace("## Limitations\n\n", "## Limitations\n\n" + "".join(f"- {t}\n" for t in args.limitation), 1)

@@ -10,7 +10,6 @@ robust encoder from a standard one when the heads are too weak for task metrics 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from hf_ssl_robust import load_encoder, make_attack
 from hf_ssl_robust.data import get_dataset_spec, make_dataset
 from hf_ssl_robust.data.loading import collate
 from hf_ssl_robust.encoders import bundled_encoders
-from hf_ssl_robust.results import display_name, parse_eps
+from hf_ssl_robust.results import display_name, parse_eps, write_json
 
 
 def shift(encoder, pixels: torch.Tensor, tokens: str, eps: float, steps: int, batch_size: int) -> dict[str, float]:
@@ -62,8 +61,7 @@ def main(argv=None) -> list[dict]:
         fmt = lambda r: f"{r['relative_l2']:.3f} ({r['cosine']:.3f})"  # noqa: E731
         print(f"| {display_name(name)} | {fmt(row['cls'])} | {fmt(row['patch'])} |", flush=True)
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.output, rows)
     return rows
 
 

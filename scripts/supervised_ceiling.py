@@ -22,6 +22,7 @@ from transformers import Dinov2Config, Dinov2Model
 from hf_ssl_robust.data import make_dataloader
 from hf_ssl_robust.data.synthetic import render_scenes
 from hf_ssl_robust.encoders import IMAGENET_MEAN, IMAGENET_STD
+from hf_ssl_robust.results import write_json
 
 
 def main(argv=None) -> list[dict]:
@@ -74,8 +75,7 @@ def main(argv=None) -> list[dict]:
             curve.append(row)
             print(json.dumps(row), flush=True)
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(curve, f, indent=2)
+        write_json(args.output, curve)
     return curve
 
 

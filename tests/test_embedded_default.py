@@ -1,5 +1,6 @@
 """The embedded default: the two bundled tiny encoders, their cards, the wheel, `benchmark` with no encoders."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +18,14 @@ from hf_ssl_robust.encoders import ASSETS_DIR, bundled_encoders
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = ("shapes-vit-tiny", "shapes-vit-tiny-deacl")
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_both_bundled_encoders_ship_with_the_package():
@@ -71,11 +80,7 @@ def test_wheel_contains_the_bundled_encoders_and_card_templates(tmp_path):
 
 def test_embedding_shift_script(tiny_dinov2_path, tmp_path):
     """scripts/embedding_shift.py: ε = 0 moves nothing; a real attack moves the tokens; JSON written."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import embedding_shift
-    finally:
-        sys.path.pop(0)
+    embedding_shift = load_script("embedding_shift")
     common = ["--encoders", tiny_dinov2_path, "--num_samples", "4", "--image_size", "32", "--steps", "2"]
     (still,) = embedding_shift.main([*common, "--eps", "0"])
     assert still["cls"]["relative_l2"] == 0 and abs(still["patch"]["cosine"] - 1) < 1e-5
@@ -86,11 +91,7 @@ def test_embedding_shift_script(tiny_dinov2_path, tmp_path):
 
 def test_supervised_ceiling_script_writes_its_curve(tmp_path):
     """scripts/supervised_ceiling.py: evaluates on schedule, accuracies are fractions, the JSON matches."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import supervised_ceiling
-    finally:
-        sys.path.pop(0)
+    supervised_ceiling = load_script("supervised_ceiling")
     curve = supervised_ceiling.main(["--steps", "4", "--batch_size", "8", "--eval_every", "2", "--num_eval", "16",
                                      "--image_size", "32", "--output", str(tmp_path / "curve.json")])
     assert [r["step"] for r in curve] == [2, 4] and all(0 <= r["test_accuracy"] <= 1 for r in curve)
