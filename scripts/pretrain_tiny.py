@@ -59,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--momentum", type=float, default=0.99, help="EMA teacher momentum (→ 1 on a cosine)")
     p.add_argument("--ibot_weight", type=float, default=1.0, help="weight of the masked patch loss (0 = plain DINO)")
     p.add_argument("--mask_ratio", type=float, default=0.3)
+    p.add_argument("--patch_init", choices=["random", "whiten"], default="random",
+                   help="whiten: start the patch embedding as PCA whitening of ShapesWorld patches (no labels used)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint_every", type=int, default=250)
     p.add_argument("--resume", action="store_true")
@@ -122,6 +124,28 @@ def random_views(images: torch.Tensor, size: int, scale: tuple[float, float], ge
     return views.clamp(0, 1)
 
 
+@torch.no_grad()
+def whiten_patch_embedding(backbone: Dinov2Model, images: torch.Tensor, eps: float = 1e-2) -> None:
+    """Initialise the patch projection as PCA whitening of the patches of ``images`` ([N, 3, S, S] in [0, 1]).
+
+    Row ``i`` projects a patch onto its ``i``-th principal direction, scaled to unit variance, and the
+    bias centres it, so the first layer starts with decorrelated, equally scaled inputs (a
+    label-free, data-dependent init that shortens the plateau a ViT trained from scratch sits on).
+    Rows beyond ``3 * patch**2`` keep their random init."""
+    proj = backbone.embeddings.patch_embeddings.projection
+    p = proj.kernel_size[0]
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (images - mean) / std
+    patches = x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * p * p).double()
+    centre = patches.mean(0)
+    eigvals, eigvecs = torch.linalg.eigh(torch.cov((patches - centre).T))  # ascending
+    k = min(proj.out_channels, patches.shape[1])
+    weight = (eigvecs.flip(1)[:, :k].T / (eigvals.flip(0)[:k].clamp_min(0) + eps).sqrt()[:, None]).float()
+    proj.weight[:k] = weight.view(k, 3, p, p)
+    proj.bias[:k] = -(weight @ centre.float())
+
+
 def cosine(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
     if step < warmup:
         return start * step / max(1, warmup)
@@ -149,6 +173,9 @@ def main(argv=None):
         num_attention_heads=args.heads, mlp_ratio=4, layerscale_value=0.1, drop_path_rate=0.0,
     )
     student = Network(Dinov2Model(config), DINOHead(args.hidden_size, args.out_dim))
+    if args.patch_init == "whiten":  # its own stream: the training scenes are untouched
+        scene = render_scenes(512, args.image_size, seed=args.seed + 0x3117E)["pixel_values"]
+        whiten_patch_embedding(student.backbone, scene)
     teacher = Network(Dinov2Model(config), DINOHead(args.hidden_size, args.out_dim))
     teacher.load_state_dict(student.state_dict())
     teacher.requires_grad_(False)

@@ -89,10 +89,57 @@ def test_embedding_shift_script(tiny_dinov2_path, tmp_path):
     assert json.loads((tmp_path / "shift.json").read_text())[0]["encoder"] == tiny_dinov2_path
 
 
-def test_supervised_ceiling_script_writes_its_curve(tmp_path):
+@pytest.mark.parametrize("model", [["--arch", "vit"], ["--arch", "vit", "--patch_init", "whiten"], ["--arch", "cnn"]])
+def test_supervised_ceiling_script_writes_its_curve(tmp_path, model):
     """scripts/supervised_ceiling.py: evaluates on schedule, accuracies are fractions, the JSON matches."""
     supervised_ceiling = load_script("supervised_ceiling")
     curve = supervised_ceiling.main(["--steps", "4", "--batch_size", "8", "--eval_every", "2", "--num_eval", "16",
-                                     "--image_size", "32", "--output", str(tmp_path / "curve.json")])
+                                     "--image_size", "32", "--output", str(tmp_path / "curve.json"), *model])
     assert [r["step"] for r in curve] == [2, 4] and all(0 <= r["test_accuracy"] <= 1 for r in curve)
     assert json.loads((tmp_path / "curve.json").read_text()) == curve
+
+
+def test_whitened_patch_embedding_decorrelates_patches():
+    """scripts/pretrain_tiny.py --patch_init whiten: the patch projection's outputs on fresh scenes have
+    (nearly) identity covariance, unlike the random init."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from hf_ssl_robust.data.synthetic import render_scenes
+
+    pretrain = load_script("pretrain_tiny")
+    config = Dinov2Config(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    backbone = Dinov2Model(config)
+
+    def covariance():
+        images = render_scenes(256, 32, seed=5)["pixel_values"]
+        x = (images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        with torch.no_grad():
+            out = backbone.embeddings.patch_embeddings.projection(x).flatten(2).transpose(1, 2).reshape(-1, 32)
+        return out.mean(0), torch.cov(out.T)
+
+    _, random_cov = covariance()
+    pretrain.whiten_patch_embedding(backbone, render_scenes(512, 32, seed=4)["pixel_values"])
+    mean, cov = covariance()
+    assert not torch.allclose(random_cov, torch.eye(32), atol=0.3)
+    assert mean.abs().max() < 0.2
+    assert torch.allclose(cov, torch.eye(32), atol=0.3), cov.diagonal()
+
+
+def test_pretrain_tiny_saves_an_automodel_encoder_and_resumes(tmp_path, capsys):
+    """A few DINO steps of scripts/pretrain_tiny.py end in a loadable Dinov2Model; --resume continues from
+    the last checkpoint instead of starting over."""
+    pretrain = load_script("pretrain_tiny")
+    args = ["--output_dir", str(tmp_path), "--image_size", "32", "--local_size", "16", "--num_local", "1",
+            "--hidden_size", "32", "--layers", "1", "--heads", "2", "--out_dim", "16", "--batch_size", "4",
+            "--warmup_steps", "1", "--checkpoint_every", "2", "--patch_init", "whiten"]
+    pretrain.main(args + ["--max_steps", "2"])
+    first = load_file(tmp_path / "model.safetensors")
+    capsys.readouterr()
+    pretrain.main(args + ["--max_steps", "4", "--resume"])
+    assert "at step 2" in capsys.readouterr().out
+    info = json.loads((tmp_path / "training_args.json").read_text())
+    assert info["steps_done"] == 4 and info["patch_init"] == "whiten"
+    encoder = AutoModel.from_pretrained(tmp_path)
+    assert type(encoder).__name__ == "Dinov2Model" and encoder.config.image_size == 32
+    assert any(not torch.equal(first[k], v) for k, v in load_file(tmp_path / "model.safetensors").items())
+    assert len(list((tmp_path / "checkpoints").glob("step_*"))) == 2
