@@ -65,6 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint_every", type=int, default=250)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--num_threads", type=int, default=None)
+    p.add_argument("--num_workers", type=int, default=0, help="DataLoader workers that render scenes (use a few on a GPU)")
     return p.parse_args(argv)
 
 
@@ -146,6 +147,36 @@ def whiten_patch_embedding(backbone: Dinov2Model, images: torch.Tensor, eps: flo
     proj.bias[:k] = -(weight @ centre.float())
 
 
+class ViewStream(torch.utils.data.IterableDataset):
+    """The multi-crop views of every training step from ``start`` on, rendered on the fly.
+
+    Step ``t`` of process ``rank`` renders its own slice of the ShapesWorld stream and draws its crops
+    and iBOT mask from a generator seeded by ``(seed, t, rank)``, so a resumed run, and any number of
+    DataLoader workers (they take steps round-robin, which the DataLoader returns in order), see
+    exactly the same batches. Yields ``(global views [2B, 3, S, S], [local views], mask [2B, N])``."""
+
+    def __init__(self, args, start: int, num_processes: int = 1, rank: int = 0):
+        self.args, self.start, self.num_processes, self.rank = args, start, num_processes, rank
+
+    def views(self, step: int):
+        a = self.args
+        gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step * self.num_processes + self.rank)
+        first = (step * self.num_processes + self.rank) * a.batch_size
+        images = render_scenes(a.batch_size, a.image_size + a.image_size // 4, seed=a.seed, start=first)["pixel_values"]
+        globals_ = torch.cat([random_views(images, a.image_size, (0.35, 1.0), gen) for _ in range(2)])
+        locals_ = [random_views(images, a.local_size, (0.08, 0.35), gen) for _ in range(a.num_local)]
+        mask = torch.rand(2 * a.batch_size, (a.image_size // a.patch_size) ** 2, generator=gen) < a.mask_ratio
+        return globals_, locals_, mask
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        step = self.start + worker
+        while True:
+            yield self.views(step)
+            step += workers
+
+
 def cosine(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
     if step < warmup:
         return start * step / max(1, warmup)
@@ -197,8 +228,9 @@ def main(argv=None):
             step, center, patch_center = extra["step"], extra["center"], extra["patch_center"]
             accelerator.print(f"resumed from {last[-1]} at step {step}")
 
-    scene_size = args.image_size + args.image_size // 4
-    n_tokens = (args.image_size // args.patch_size) ** 2
+    stream = ViewStream(args, step, accelerator.num_processes, accelerator.process_index)
+    batches = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.num_workers))
+    center, patch_center = center.to(accelerator.device), patch_center.to(accelerator.device)
     start_time = time.time()
     bar = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="DINO")
     history = []
@@ -206,11 +238,9 @@ def main(argv=None):
         if args.max_minutes and (time.time() - start_time) / 60 > args.max_minutes:
             accelerator.print(f"stopping at step {step}: --max_minutes {args.max_minutes} reached")
             break
-        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
-        first = (step * accelerator.num_processes + accelerator.process_index) * args.batch_size
-        images = render_scenes(args.batch_size, scene_size, seed=args.seed, start=first)["pixel_values"]
-        globals_ = [random_views(images, args.image_size, (0.35, 1.0), gen) for _ in range(2)]
-        locals_ = [random_views(images, args.local_size, (0.08, 0.35), gen) for _ in range(args.num_local)]
+        globals_, locals_, mask = next(batches)
+        globals_, locals_ = globals_.to(accelerator.device), [v.to(accelerator.device) for v in locals_]
+        mask = mask.to(accelerator.device) if args.ibot_weight > 0 else None
         lr = cosine(step, args.max_steps, args.lr, args.min_lr, args.warmup_steps)
         wd = cosine(step, args.max_steps, args.weight_decay_end, args.weight_decay)  # grows
         for i, group in enumerate(optimizer.param_groups):
@@ -219,11 +249,7 @@ def main(argv=None):
                 group["weight_decay"] = wd
         teacher_temp = args.teacher_temp
 
-        g = torch.cat(globals_)
-        b = images.shape[0]
-        mask = None
-        if args.ibot_weight > 0:
-            mask = torch.rand(2 * b, n_tokens, generator=gen) < args.mask_ratio
+        g = globals_
         with torch.no_grad():
             t_out = teacher(g)
             t_cls = F.softmax((t_out[:, 0] - center) / teacher_temp, dim=-1).chunk(2)
@@ -238,7 +264,7 @@ def main(argv=None):
                 loss = loss + torch.sum(-t * F.log_softmax(s / args.student_temp, dim=-1), dim=-1).mean()
                 terms += 1
         loss = loss / terms
-        ibot = torch.zeros(())
+        ibot = torch.zeros((), device=accelerator.device)
         if mask is not None and mask.any():
             s_patch = F.log_softmax(s_global[:, 1:] / args.student_temp, dim=-1)
             per_tok = torch.sum(-t_patch * s_patch, dim=-1)  # [2B, N]

@@ -143,3 +143,16 @@ def test_pretrain_tiny_saves_an_automodel_encoder_and_resumes(tmp_path, capsys):
     assert type(encoder).__name__ == "Dinov2Model" and encoder.config.image_size == 32
     assert any(not torch.equal(first[k], v) for k, v in load_file(tmp_path / "model.safetensors").items())
     assert len(list((tmp_path / "checkpoints").glob("step_*"))) == 2
+
+
+def test_pretrain_tiny_renders_the_same_batches_in_dataloader_workers(tmp_path):
+    """--num_workers 2 (scenes rendered in worker processes, as on a GPU) trains exactly what one process
+    does: every step's views and mask depend only on (seed, step, rank)."""
+    pretrain = load_script("pretrain_tiny")
+    args = ["--image_size", "32", "--local_size", "16", "--num_local", "1", "--hidden_size", "32", "--layers", "1",
+            "--heads", "2", "--out_dim", "16", "--batch_size", "4", "--warmup_steps", "1", "--max_steps", "3",
+            "--checkpoint_every", "0"]
+    for workers in ("0", "2"):
+        pretrain.main(args + ["--output_dir", str(tmp_path / workers), "--num_workers", workers])
+    inline, workers = load_file(tmp_path / "0" / "model.safetensors"), load_file(tmp_path / "2" / "model.safetensors")
+    assert inline.keys() == workers.keys() and all(torch.equal(inline[k], workers[k]) for k in inline)
