@@ -7,10 +7,11 @@ every `--eval_every` steps. If supervised training needs N scenes to reach an ac
 needs at least as many.
 
     python scripts/supervised_ceiling.py --steps 1200          # 2 CPU cores: ~5.5 min, 77k scenes
-    python scripts/supervised_ceiling.py --steps 500 --arch cnn --lr 3e-3   # is the data learnable at all?
+    python scripts/supervised_ceiling.py --steps 1200 --arch cnn --lr 3e-3   # is the data learnable? ~6.3 min
 
-`--arch cnn` swaps the ViT for a four-layer CNN of similar size (a control: if it learns where the
-ViT does not, the data is fine and the ViT's sample hunger is the bottleneck); `--patch_init
+`--arch cnn` swaps the ViT for a four-layer CNN (0.24 M parameters against the ViT's 0.83 M), a
+control: if it learns where the ViT does not, the data is fine and the ViT's sample hunger is the
+bottleneck (2 CPU cores: the CNN reaches 0.92 after 1200 steps, the ViT 0.35). `--patch_init
 whiten` starts the ViT's patch embedding as in `pretrain_tiny.py --patch_init whiten`.
 """
 
