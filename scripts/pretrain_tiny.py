@@ -177,6 +177,11 @@ class ViewStream(torch.utils.data.IterableDataset):
             step += workers
 
 
+def whiten_on_shapes(backbone: Dinov2Model, image_size: int, seed: int) -> None:
+    """`whiten_patch_embedding` on 512 ShapesWorld scenes from their own stream (training scenes untouched)."""
+    whiten_patch_embedding(backbone, render_scenes(512, image_size, seed=seed + 0x3117E)["pixel_values"])
+
+
 def cosine(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
     if step < warmup:
         return start * step / max(1, warmup)
@@ -204,9 +209,8 @@ def main(argv=None):
         num_attention_heads=args.heads, mlp_ratio=4, layerscale_value=0.1, drop_path_rate=0.0,
     )
     student = Network(Dinov2Model(config), DINOHead(args.hidden_size, args.out_dim))
-    if args.patch_init == "whiten":  # its own stream: the training scenes are untouched
-        scene = render_scenes(512, args.image_size, seed=args.seed + 0x3117E)["pixel_values"]
-        whiten_patch_embedding(student.backbone, scene)
+    if args.patch_init == "whiten":
+        whiten_on_shapes(student.backbone, args.image_size, args.seed)
     teacher = Network(Dinov2Model(config), DINOHead(args.hidden_size, args.out_dim))
     teacher.load_state_dict(student.state_dict())
     teacher.requires_grad_(False)

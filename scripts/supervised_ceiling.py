@@ -54,9 +54,9 @@ def main(argv=None) -> list[dict]:
         vit = Dinov2Model(config)
         if args.patch_init == "whiten":
             sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from pretrain_tiny import whiten_patch_embedding
+            from pretrain_tiny import whiten_on_shapes
 
-            whiten_patch_embedding(vit, render_scenes(512, args.image_size, seed=args.seed + 0x3117E)["pixel_values"])
+            whiten_on_shapes(vit, args.image_size, args.seed)
         backbone = lambda pixels: vit(pixel_values=pixels).last_hidden_state[:, 0]  # noqa: E731
         modules = [vit]
     else:

@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 from hf_ssl_robust import load_encoder
 from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
-from hf_ssl_robust.encoders import ASSETS_DIR, bundled_encoders
+from hf_ssl_robust.encoders import ASSETS_DIR, IMAGENET_MEAN, IMAGENET_STD, bundled_encoders
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = ("shapes-vit-tiny", "shapes-vit-tiny-deacl")
@@ -112,7 +112,7 @@ def test_whitened_patch_embedding_decorrelates_patches():
 
     def covariance():
         images = render_scenes(256, 32, seed=5)["pixel_values"]
-        x = (images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        x = (images - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         with torch.no_grad():
             out = backbone.embeddings.patch_embeddings.projection(x).flatten(2).transpose(1, 2).reshape(-1, 32)
         return out.mean(0), torch.cov(out.T)
