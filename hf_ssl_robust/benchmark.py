@@ -31,6 +31,7 @@ from .data import get_dataset_spec, make_dataset
 from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
+from .precision import autocast, check_mixed_precision, make_accelerator, resolve_precision
 from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
 from .tasks import TASKS, default_image_size, get_task
 from .training import TrainHeadConfig, train_head
@@ -61,9 +62,11 @@ class BenchmarkConfig:
     head_epochs: int | None = field(default=None, metadata={"help": "Override the paper's head epochs (all tasks)."})
     head_lr: float | None = field(default=None, metadata={"help": "Override the paper's head learning rate (all tasks)."})
     num_examples: int = field(default=4, metadata={"help": "Images in each clean-vs-adversarial example figure."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16: autocast for attacks and evaluation (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
     seed: int = 0
 
     def __post_init__(self):
+        check_mixed_precision(self.mixed_precision)
         for t in self.tasks:
             get_task(t)
         unknown = [a for a in self.attacks if a not in ATTACKS]
@@ -104,7 +107,8 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
                 num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
-                batch_size=cfg.batch_size)  # random starts are seeded per batch, so the grouping matters
+                batch_size=cfg.batch_size,  # random starts are seeded per batch, so the grouping matters
+                mixed_precision=cfg.mixed_precision or "no")
 
 
 def _cell_path(out: Path, key: dict) -> Path:
@@ -114,7 +118,8 @@ def _cell_path(out: Path, key: dict) -> Path:
 
 def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) -> list[dict]:
     """Run every cell that is not done yet and write all outputs; returns the records."""
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision)
+    cfg = dataclasses.replace(cfg, mixed_precision=resolve_precision(cfg.mixed_precision, accelerator))  # what really runs
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -155,14 +160,15 @@ def _head(cfg, encoder, encoder_name, task_name, dataset, accelerator):
     train_cfg = TrainHeadConfig(
         encoder=encoder_name, task=task_name, dataset=dataset, output_dir=str(Path(cfg.output_dir) / "heads" / slug),
         data_dir=cfg.data_dir, image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr,
-        num_train_samples=cfg.num_train_samples, seed=cfg.seed,
+        num_train_samples=cfg.num_train_samples, seed=cfg.seed, mixed_precision=cfg.mixed_precision,
     )
     model, _ = train_head(train_cfg, accelerator=accelerator, encoder=encoder)
     return model.eval(), spec
 
 
-def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, start: int = 512) -> int:
-    """The largest evaluation batch for which one step of every attack (the memory peak) fits."""
+def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, start: int = 512, accelerator=None) -> int:
+    """The largest evaluation batch for which one step of every attack (the memory peak) fits,
+    under the accelerator's autocast (bf16 activations take half the memory)."""
     first = collate([dataset[0]])
     pixels = first["pixel_values"].to(device)
     target = first[target_key].to(device)
@@ -173,7 +179,8 @@ def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, star
         for attack in attacks.values():
             one_step = dataclasses.replace(attack, steps=1)
             surface = model.encoder if attack.surface == "encoder" else model
-            one_step.perturb(surface, x, None if attack.surface == "encoder" else t)
+            with autocast(accelerator):
+                one_step.perturb(surface, x, None if attack.surface == "encoder" else t)
 
     return find_max_batch_size(run, start=min(start, len(dataset)), device=device)
 
@@ -192,7 +199,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
         dataset = torch.utils.data.Subset(dataset, sorted(idx.tolist()))
     batch_size = cfg.batch_size
     if batch_size == "auto":
-        batch_size = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key)
+        batch_size = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key, accelerator=accelerator)
         logger.info(f"--batch_size auto: {batch_size}", main_process_only=True)
     loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
     examples: dict = {}
@@ -258,7 +265,7 @@ def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
         "config": asdict(cfg), "seed": cfg.seed, "encoders": cfg.resolved_encoders(), "git_revision": rev or None,
         "versions": {"hf_ssl_robust": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "accelerate": accelerate.__version__, "python": platform.python_version()},
-        "processes": accelerator.num_processes, "device": str(accelerator.device),
+        "processes": accelerator.num_processes, "device": str(accelerator.device), "mixed_precision": cfg.mixed_precision,
     }
 
 

@@ -53,13 +53,14 @@ def train_head_main(argv: list[str] | None = None) -> int:
 
 
 def deacl_main(argv: list[str] | None = None) -> int:
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import DistributedDataParallelKwargs
 
     from .defenses import DeACLConfig, train_deacl
+    from .precision import make_accelerator
 
     cfg = parse_config(DeACLConfig, argv, "hf-ssl-robust deacl")
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # DINOv2's mask token gets no gradient
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+    accelerator = make_accelerator(cfg.mixed_precision, kwargs_handlers=[ddp])
     eval_fn = None
     if cfg.eval_every:
         from .evolution import make_evolution_eval

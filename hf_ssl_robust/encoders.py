@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel, ViTModel
 from transformers.utils import ModelOutput
 
+from .precision import keep_pixel_layer_fp32
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -84,6 +86,9 @@ class PixelEncoder(nn.Module):
             processor configs of some Hub checkpoints have been wrong, so they are not trusted).
         pre_norm: return the last block's tokens *before* the final layer norm by default (the
             depth head of the paper reads those). Can be overridden per call.
+
+    Under autocast the backbone's first layer that sees pixels (`pixel_layer`, found per backbone
+    by `precision.find_pixel_layer`) still computes in fp32, so perturbations of 1/255 survive.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class PixelEncoder(nn.Module):
                 )
         self.backbone = backbone
         self.pre_norm = pre_norm
+        self.pixel_layer = keep_pixel_layer_fp32(backbone)  # its name in the backbone
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 

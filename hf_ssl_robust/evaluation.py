@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attacks import Attack
+from .precision import autocast
 from .tasks import Task
 
 
@@ -38,6 +39,8 @@ def evaluate(
             others perturb `model` against the batch target.
         accelerator: gathers per-sample statistics across processes (`gather_for_metrics`). Seeded
             attacks are re-seeded per global batch index, so 1 and N processes give the same numbers.
+            Clean forwards, attacks and the re-scoring of adversarial images all run under its
+            autocast (mixed precision), so clean and adversarial metrics share one precision.
         on_batch: called with `(batch, {"none": clean_pred, name: adv_pred, ..., "adv/<name>": pixels})`
             (e.g. to keep examples for figures).
 
@@ -55,15 +58,16 @@ def evaluate(
         world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
         for i, batch in enumerate(tqdm(loader, desc=desc, disable=not show, leave=False)):
             pixels, target = batch["pixel_values"], batch[task.target_key]
-            preds = {"none": task.predict(unwrapped(pixel_values=pixels))}
             global_batch = i * world + rank  # accelerate gives process r the batches r, r + world, ...
-            for name, attack in attacks.items():
-                if attack.seed is not None:  # same random start for a batch on 1 or N processes
-                    attack = dataclasses.replace(attack, seed=attack.seed + global_batch)
-                surface = unwrapped.encoder if attack.surface == "encoder" else unwrapped
-                adv = attack.perturb(surface, pixels, None if attack.surface == "encoder" else target).pixels
-                preds[name] = task.predict(unwrapped(pixel_values=adv))
-                preds["adv/" + name] = adv
+            with autocast(accelerator):
+                preds = {"none": _predict(task, unwrapped, pixels)}
+                for name, attack in attacks.items():
+                    if attack.seed is not None:  # same random start for a batch on 1 or N processes
+                        attack = dataclasses.replace(attack, seed=attack.seed + global_batch)
+                    surface = unwrapped.encoder if attack.surface == "encoder" else unwrapped
+                    adv = attack.perturb(surface, pixels, None if attack.surface == "encoder" else target).pixels
+                    preds[name] = _predict(task, unwrapped, adv)
+                    preds["adv/" + name] = adv
             for name, meter in meters.items():
                 meter.update(preds[name], target, gather=gather)
             if on_batch is not None:
@@ -76,3 +80,9 @@ def evaluate(
         metrics["num_samples"] = meter.num_samples
         results[name] = metrics
     return results
+
+
+def _predict(task: Task, model, pixels):
+    """The task's prediction; float ones (depth) in fp32 whatever the autocast dtype."""
+    pred = task.predict(model(pixel_values=pixels))
+    return pred.float() if pred.is_floating_point() else pred

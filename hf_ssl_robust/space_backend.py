@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from .attacks import make_attack
 from .data import get_dataset_spec
 from .encoders import PRESETS, EncoderNotFoundError, bundled_encoders, load_encoder
+from .precision import autocast_for, check_mixed_precision
 from .results import display_name
 from .tasks import TASKS, get_task
 
@@ -295,10 +296,16 @@ class SpaceBackend:
         allow_hub: let visitors type Hub ids.
         train_samples: ShapesWorld images used to train a missing head.
         train_epochs: its epochs (default: `APP_EPOCHS` of the task).
+        mixed_precision: `no` or `bf16` (the Space runs on CPU; the pixel layer stays fp32) for
+            the attack, the clean and adversarial forwards, and heads it trains.
     """
 
     def __init__(self, encoders=(), heads_dir: str | None = None, cache_dir: str | None = None,
-                 allow_hub: bool = True, train_samples: int = 512, train_epochs: int | None = None, max_models: int = 6):
+                 allow_hub: bool = True, train_samples: int = 512, train_epochs: int | None = None, max_models: int = 6,
+                 mixed_precision: str = "no"):
+        if check_mixed_precision(mixed_precision) not in ("no", "bf16"):
+            raise ValueError(f"The Space runs on CPU: mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}.")
+        self.mixed_precision = mixed_precision
         self.encoders = {**{n: str(p) for n, p in bundled_encoders().items()}, **{display_name(str(e)): str(e) for e in encoders}}
         self.heads_dirs = [Path(d) for d in ([heads_dir] if heads_dir else [])] + [Path("outputs/benchmark/heads")]
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "hf_ssl_robust" / "space")
@@ -375,7 +382,8 @@ class SpaceBackend:
         status(f"no {task} head for {display_name(encoder)} yet: training one on {self.train_samples} ShapesWorld images (once; cached in {folders[-1]})")
         cfg = TrainHeadConfig(encoder=encoder, task=task, dataset="shapes", image_size=HEAD_IMAGE_SIZE,
                               num_train_samples=self.train_samples, num_eval_samples=64,
-                              epochs=self.train_epochs or APP_EPOCHS[task], output_dir=str(folders[-1]))
+                              epochs=self.train_epochs or APP_EPOCHS[task], output_dir=str(folders[-1]),
+                              mixed_precision=self.mixed_precision)
         model, _ = train_head(cfg, encoder=enc)
         return model.eval()
 
@@ -417,20 +425,21 @@ class SpaceBackend:
         kwargs = t.attack_kwargs(attack, spec)
         atk = make_attack(attack, eps=eps, step_size=max(eps / 4, 0.25 / 255), steps=steps, seed=seed, **kwargs)
         start = time.perf_counter()
-        with torch.no_grad():
-            clean_out = model(x)
-            clean_tokens = model.encoder(x, pre_norm=t.embed_pre_norm)
-        victim = model.encoder if attack == "embed" else model
-        calls = steps + (1 if attack == "embed" else 0)
-        counted = _Counting(victim, lambda i: progress(min(i / calls, 1.0), f"attack step {max(i - calls + steps, 0)}/{steps}"))
-        # The task attack pushes the prediction away from the clean one (the standard choice without
-        # labels; for ShapesWorld examples the ground-truth numbers are reported besides).
-        target = None if attack == "embed" else t.predict(clean_out).detach()
-        result = atk.perturb(counted, x, target)
-        adv = result.pixels
-        with torch.no_grad():
-            adv_out = model(adv)
-            adv_tokens = model.encoder(adv, pre_norm=t.embed_pre_norm)
+        with autocast_for(self.mixed_precision, x.device):  # clean, attack and adversarial in one precision
+            with torch.no_grad():
+                clean_out = _fp32(model(x))
+                clean_tokens = _fp32(model.encoder(x, pre_norm=t.embed_pre_norm))
+            victim = model.encoder if attack == "embed" else model
+            calls = steps + (1 if attack == "embed" else 0)
+            counted = _Counting(victim, lambda i: progress(min(i / calls, 1.0), f"attack step {max(i - calls + steps, 0)}/{steps}"))
+            # The task attack pushes the prediction away from the clean one (the standard choice without
+            # labels; for ShapesWorld examples the ground-truth numbers are reported besides).
+            target = None if attack == "embed" else t.predict(clean_out).detach()
+            result = atk.perturb(counted, x, target)
+            adv = result.pixels
+            with torch.no_grad():
+                adv_out = _fp32(model(adv))
+                adv_tokens = _fp32(model.encoder(adv, pre_norm=t.embed_pre_norm))
         seconds = time.perf_counter() - start
         delta = adv - x
         pert = (0.5 + delta / (2 * eps)) if eps > 0 else torch.full_like(x, 0.5)
@@ -445,6 +454,14 @@ class SpaceBackend:
         m["seconds"] = round(seconds, 2)
         progress(1.0, "done")
         return out
+
+
+def _fp32(output):
+    """A model output with its floating tensors in fp32 (for the numbers and pictures)."""
+    for key, value in output.items():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            output[key] = value.float()
+    return output
 
 
 def _embedding_change(clean, adv) -> dict:

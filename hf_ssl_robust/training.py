@@ -27,6 +27,7 @@ from .data.loading import collate
 from .data.transforms import RandomHorizontalFlip, eval_transform, train_transform
 from .encoders import load_encoder
 from .evaluation import evaluate
+from .precision import autocast, check_mixed_precision, make_accelerator, resolve_precision
 from .results import write_json
 from .tasks import default_image_size, get_task
 
@@ -63,10 +64,12 @@ class TrainHeadConfig:
     num_train_samples: int | None = field(default=None, metadata={"help": "Subset of the training split (ShapesWorld: how many to render)."})
     num_eval_samples: int | None = field(default=None, metadata={"help": "Subset of the evaluation split."})
     eval_batch_size: int = 64
+    mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16 (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
     seed: int = 0
 
     def __post_init__(self):
         get_task(self.task)
+        check_mixed_precision(self.mixed_precision)
         if self.cache_features not in ("auto", "yes", "no"):
             raise ValueError(f"cache_features must be auto, yes or no, got {self.cache_features!r}.")
         if not 0 < self.val_fraction < 1:
@@ -111,7 +114,7 @@ def _cache_size_gb(model, task, n: int, image_size: int, views: int) -> float:
 
 
 @torch.no_grad()
-def _extract(model, dataset, task, views: int, batch_size: int, show: bool):
+def _extract(model, dataset, task, views: int, batch_size: int, show: bool, accelerator=None):
     feats, targets = [[] for _ in range(views)], [[] for _ in range(views)]
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     for batch in tqdm(loader, desc="caching features", disable=not show, leave=False):
@@ -119,7 +122,8 @@ def _extract(model, dataset, task, views: int, batch_size: int, show: bool):
             sample = {"pixel_values": batch["pixel_values"], task.target_key: batch[task.target_key]}
             if v == 1:
                 sample = _flip_sample(sample)
-            feats[v].append(model.encode_features(sample["pixel_values"]))
+            with autocast(accelerator):  # features in the run's precision, stored in fp32
+                feats[v].append(model.encode_features(sample["pixel_values"]).float())
             targets[v].append(sample[task.target_key])
     return torch.stack([torch.cat(f) for f in feats]), torch.stack([torch.cat(t) for t in targets])
 
@@ -136,7 +140,8 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
         `(model, info)`: the trained head (best validation epoch) and a dict with its clean
         metrics on the evaluation split, the validation metrics and what was used.
     """
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision)
+    precision = resolve_precision(cfg.mixed_precision, accelerator)
     task = get_task(cfg.task)
     spec = get_dataset_spec(cfg.dataset, task=cfg.task)
     hp = cfg.hyperparameters(spec)
@@ -164,7 +169,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     timings = {}
     start = time.perf_counter()
     if use_cache:
-        feats, targets = _extract(probe, Subset(base, train_idx), task, views, cfg.eval_batch_size, show)
+        feats, targets = _extract(probe, Subset(base, train_idx), task, views, cfg.eval_batch_size, show, accelerator)
         train_data = _CachedFeatures(feats, targets, cfg.seed)
         collate_fn = None
     else:
@@ -199,7 +204,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
         "eval_split": spec.eval_split, "metrics": clean, "validation": result["best_val"],
         "best_epoch": result["best_epoch"], "hyperparameters": {**hp, "lr": lr}, "lr_search": attempts,
         "image_size": image_size, "feature_cache": use_cache, "num_train": len(train_idx), "num_val": n_val,
-        "timings": timings, "config": asdict(cfg),
+        "timings": timings, "mixed_precision": precision, "config": asdict(cfg),
     }
     if cfg.output_dir is not None:
         out = Path(cfg.output_dir)

@@ -216,6 +216,8 @@ def parse_args(argv=None):
     p.add_argument("--concurrency", type=int, default=1, help="attacks run at the same time")
     p.add_argument("--max_queue", type=int, default=16, help="requests waiting at most")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--mixed_precision", choices=("no", "bf16"), default=os.environ.get("ACCELERATE_MIXED_PRECISION", "no"),
+                   help="autocast for attacks and forwards (the pixel layer stays fp32); default: $ACCELERATE_MIXED_PRECISION, else no")
     return p.parse_args(argv)
 
 
@@ -224,7 +226,7 @@ def make_demo(args) -> tuple[gr.Blocks, dict]:
     torch.set_num_threads(args.threads)
     backend = SpaceBackend(encoders=args.encoders, heads_dir=args.heads_dir, cache_dir=args.cache_dir,
                            allow_hub=not args.no_hub, train_samples=args.train_samples,
-                           train_epochs=args.train_epochs)
+                           train_epochs=args.train_epochs, mixed_precision=args.mixed_precision)
     demo = build_demo(backend, results=args.results, concurrency=args.concurrency)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     launch = dict(server_name=args.host, server_port=args.port, max_file_size="25mb", show_error=True,

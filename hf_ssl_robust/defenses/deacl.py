@@ -47,11 +47,11 @@ from torch import Tensor
 
 from ..attacks import EmbedAttack, make_attack
 from ..encoders import PixelEncoder, load_encoder
+from ..precision import check_mixed_precision, make_accelerator, resolve_precision
 from ..results import parse_eps
 
 ATTACK_ON = ("student", "teacher")
 OBJECTIVES = ("cls", "dense")
-PRECISIONS = ("no", "bf16", "fp16")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CONFIG_NAME = "deacl_config.json"
 STATE_NAME = "trainer_state.json"
@@ -89,7 +89,7 @@ class DeACLConfig:
     dense_weight: float = _help("Weight of the patch-token terms with objective='dense'.", 1.0)
     augment: bool = _help("Random resized crops + horizontal and vertical flips.", True)
     min_crop_scale: float = _help("Smallest crop area (fraction of the image) of the random resized crop.", 0.25)
-    mixed_precision: str = _help("'no', 'bf16' or 'fp16' (passed to Accelerator).", "no")
+    mixed_precision: str | None = _help("'no', 'bf16' or 'fp16' (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", None)
     seed: int = _help("Seed of data order, augmentation, attack starts and dropout.", 0)
     output_dir: str = _help("Where the encoder, logs and checkpoints go.", "deacl-output")
     checkpoint_every: int = _help("Save a resumable checkpoint every N steps (0 = never).", 1000)
@@ -105,7 +105,7 @@ class DeACLConfig:
         self.attack_step_size = self.eps / 4 if self.attack_step_size is None else _parse_eps("attack_step_size", self.attack_step_size)
         _choice("attack_on", self.attack_on, ATTACK_ON)
         _choice("objective", self.objective, OBJECTIVES)
-        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        check_mixed_precision(self.mixed_precision)
         for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every"):
             _at_least(name, getattr(self, name), 1)
         for name in ("attack_steps", "checkpoint_every", "eval_every", "num_workers"):
@@ -347,14 +347,15 @@ def train_deacl(
     Raises:
         ValueError: a dataset smaller than one batch, a batch not divisible by the processes.
     """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import DistributedDataParallelKwargs
     from accelerate.logging import get_logger
     from tqdm.auto import tqdm
 
     if accelerator is None:
         # Some backbone parameters (DINOv2's mask token) never get a gradient.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+        accelerator = make_accelerator(cfg.mixed_precision, kwargs_handlers=[ddp])
+    precision = resolve_precision(cfg.mixed_precision, accelerator)
     logger = get_logger(__name__)
     out_dir = Path(cfg.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -387,7 +388,7 @@ def train_deacl(
         accelerator.load_state(str(last))
         start = json.loads((last / STATE_NAME).read_text())["step"]
         logger.info(f"Resumed from {last} at step {start}.", main_process_only=True)
-    resolved = dict(cfg.to_dict(), image_size=size, total_steps=total, warmup_steps=warmup, steps_per_epoch=steps_per_epoch,
+    resolved = dict(cfg.to_dict(), mixed_precision=precision, image_size=size, total_steps=total, warmup_steps=warmup, steps_per_epoch=steps_per_epoch,
                     num_processes=world, num_train_images=len(dataset))  # fmt: skip
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,140 @@
+"""Mixed precision that keeps attacks exact.
+
+One setting, `mixed_precision` = `no` | `bf16` | `fp16` (the `accelerate` convention; left unset,
+`accelerate launch --mixed_precision X` decides through the Accelerator's state), for the
+benchmark, head training, DeACL and the Space. Forwards and backwards of attacks and evaluation
+run under the accelerator's autocast; the perturbation, the projection and the normalisation are
+fp32 tensors, and the first layer that sees pixels (patch embedding, or a conv stem) runs in fp32:
+near normalised values of 2-4 the bf16 spacing is about 0.9/255 in pixel units, so a bf16 patch
+embedding would round away steps of 0.5/255 and much of a 1/255 ball.
+
+    >>> accelerator = make_accelerator("bf16")
+    >>> with accelerator.autocast():      # the encoder's pixel layer still computes in fp32
+    ...     adv = make_attack("pgd", eps=1 / 255, seed=0).perturb(model, pixels, labels).pixels
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from torch import Tensor, nn
+
+PRECISIONS = ("no", "bf16", "fp16")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+logger = logging.getLogger(__name__)
+
+
+def check_mixed_precision(value: str | None) -> str | None:
+    """`value` if it is one of `PRECISIONS` (or None: take accelerate's setting), else a clear error."""
+    if value is not None and value not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {list(PRECISIONS)} (or unset to follow "
+                         f"`accelerate launch --mixed_precision`), got {value!r}.")
+    return value
+
+
+def make_accelerator(mixed_precision: str | None = None, **kwargs):
+    """An `Accelerator` with this precision (None: `accelerate launch`'s, else `no`).
+
+    Raises `ValueError` for fp16 without a GPU: accelerate would silently run it in fp32.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=check_mixed_precision(mixed_precision), **kwargs)
+    if accelerator.mixed_precision == "fp16" and not accelerator.native_amp:
+        raise ValueError(f"mixed_precision='fp16' needs a GPU (accelerate does not autocast fp16 on "
+                         f"{accelerator.device.type}); use 'bf16' or 'no'.")
+    return accelerator
+
+
+def effective_precision(accelerator) -> str:
+    """The precision the accelerator's autocast really uses: `no`, `bf16` or `fp16`."""
+    if accelerator is None or not getattr(accelerator, "native_amp", False):
+        return "no"
+    return accelerator.mixed_precision
+
+
+def resolve_precision(requested: str | None, accelerator) -> str:
+    """The accelerator's effective precision; `ValueError` if `requested` (when set) disagrees."""
+    used = effective_precision(accelerator)
+    if requested not in (None, used):
+        raise ValueError(f"mixed_precision={requested!r} but the accelerator runs {used!r}: pass the same precision "
+                         "to both (or leave mixed_precision unset).")
+    return used
+
+
+def autocast(accelerator=None):
+    """The accelerator's autocast context (a no-op without one or without mixed precision)."""
+    return accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
+
+
+def autocast_for(precision: str, device: str | torch.device = "cpu"):
+    """`torch.autocast` for a precision name, without an Accelerator (the Space, scripts)."""
+    check_mixed_precision(precision)
+    if precision in (None, "no"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[precision])
+
+
+# -- the first layer that sees pixels, in fp32 -----------------------------------------------------
+class Float32Input:
+    """Mixin of the pixel layer: under autocast, compute in fp32 (input and weights upcast).
+
+    Without autocast it is the layer's own forward, bit for bit (bf16 weights stay bf16).
+    """
+
+    def forward(self, input: Tensor, *args, **kwargs):
+        device = input.device.type
+        if not input.is_floating_point() or not torch.is_autocast_enabled(device):
+            return super().forward(input, *args, **kwargs)
+        with torch.autocast(device_type=device, enabled=False):
+            if isinstance(self, nn.Conv2d):  # weights may be stored in bf16: upcast them too
+                bias = None if self.bias is None else self.bias.float()
+                return self._conv_forward(input.float(), self.weight.float(), bias)
+            return super().forward(input.float(), *args, **kwargs)
+
+
+_FLOAT32_CLASSES: dict[type, type] = {}
+
+
+def _float32_class(cls: type) -> type:
+    if issubclass(cls, Float32Input):
+        return cls
+    if cls not in _FLOAT32_CLASSES:
+        name = f"Float32Input{cls.__name__}"
+        new = type(name, (Float32Input, cls), {"__module__": __name__, "__qualname__": name})
+        globals()[name] = new  # importable by name, so modules stay picklable
+        _FLOAT32_CLASSES[cls] = new
+    return _FLOAT32_CLASSES[cls]
+
+
+def find_pixel_layer(backbone: nn.Module, num_channels: int | None = None) -> tuple[str, nn.Module] | None:
+    """`(name, module)` of the first layer that receives the pixels, or None.
+
+    Every `transformers` vision family so far (ViT, DINOv2, DINOv3 ViT and ConvNeXt, ResNet, CLIP,
+    SigLIP) starts with a convolution on the image channels (patch embedding or stem), and
+    registers it first: the first `Conv2d` with `in_channels == num_channels` in module order.
+    """
+    if num_channels is None:
+        num_channels = getattr(getattr(backbone, "config", None), "num_channels", 3) or 3
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == num_channels:
+            return name, module
+    return None
+
+
+def keep_pixel_layer_fp32(backbone: nn.Module) -> str | None:
+    """Make the backbone's pixel layer compute in fp32 under autocast; returns its name.
+
+    The layer's class is swapped for a subclass (same parameters and state-dict keys, so
+    `save_pretrained` and `from_pretrained` are unaffected). Idempotent.
+    """
+    found = find_pixel_layer(backbone)
+    if found is None:
+        logger.warning(f"No pixel layer (a Conv2d on the image channels) found in {type(backbone).__name__}: "
+                       "under mixed precision its first layer would round small perturbations away.")
+        return None
+    name, module = found
+    module.__class__ = _float32_class(type(module))
+    return name

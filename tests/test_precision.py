@@ -1,0 +1,218 @@
+"""Mixed precision keeps attacks exact: the pixel layer of every family runs in fp32 under autocast,
+every attack keeps its contract under bf16, and bf16 attacks succeed like fp32 ones.
+
+`HF_SSL_ROBUST_TEST_DEVICE=cuda` runs the device-dependent tests on a GPU (scripts/gpu_check.sh).
+"""
+
+import json
+import os
+
+import pytest
+import test_attacks as contract  # the attack contract's cases and tests, rerun here under bf16
+import torch
+from accelerate.state import AcceleratorState
+from conftest import make_tiny_backbone
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    DINOv3ConvNextConfig,
+    DINOv3ConvNextModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
+    ResNetConfig,
+    ResNetModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+from hf_ssl_robust.attacks import make_attack
+from hf_ssl_robust.data import get_dataset_spec, make_dataset
+from hf_ssl_robust.data.loading import collate
+from hf_ssl_robust.encoders import IMAGENET_MEAN, IMAGENET_STD, load_encoder
+from hf_ssl_robust.precision import autocast_for, find_pixel_layer, keep_pixel_layer_fp32, make_accelerator
+
+DEVICE = os.environ.get("HF_SSL_ROBUST_TEST_DEVICE", "cpu")
+QUARTER = 0.25 / 255  # a quarter of a grey level: bf16 spacing near normalised 2.25 is ~0.9/255
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
+
+
+def bf16():
+    return autocast_for("bf16", DEVICE)
+
+
+def family_backbones() -> dict:
+    """Tiny random backbones of every family with a first layer on pixels (registered or to come)."""
+    torch.manual_seed(0)
+    return {
+        "vit": make_tiny_backbone("vit", patch_size=16),
+        "dinov2": make_tiny_backbone("dinov2"),
+        "dinov2_reg": make_tiny_backbone("dinov2_reg"),
+        "dinov3_vit": DINOv3ViTModel(DINOv3ViTConfig(**TINY, num_register_tokens=4)),
+        "dinov3_convnext": DINOv3ConvNextModel(DINOv3ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1])),
+        "resnet": ResNetModel(ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic")),
+        "clip": CLIPVisionModel(CLIPVisionConfig(**TINY)),
+        "siglip": SiglipVisionModel(SiglipVisionConfig(**TINY)),
+    }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and does not fight other jobs for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one process-wide state (with its precision): start and leave it blank."""
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def white_with_red_nudge(size=32):
+    """A white image and the same with 0.25/255 less red. Red normalises to 143.93/64 and bf16 steps
+    there are 1/64 (0.9/255 in pixels): both round to 144/64, so a bf16 first layer sees no change."""
+    x = torch.ones(2, 3, size, size)
+    nudged = x.clone()
+    nudged[:, 0] -= QUARTER
+    return x.to(DEVICE), nudged.to(DEVICE)
+
+
+def normalise(pixels):
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean) / torch.tensor(IMAGENET_STD, device=pixels.device).view(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("family", list(family_backbones()))
+def test_pixel_layer__is_the_first_layer_to_run_and_keeps_a_quarter_grey_level_in_bf16(family):
+    backbone = family_backbones()[family].eval().to(DEVICE)
+    name = keep_pixel_layer_fp32(backbone)
+    layer = dict(backbone.named_modules())[name]
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append(mod)) for m in backbone.modules() if not list(m.children())]
+    outputs = []
+    hooks.append(layer.register_forward_hook(lambda mod, i, o: outputs.append(o.float())))
+    x, nudged = white_with_red_nudge()
+    with torch.no_grad():
+        backbone(pixel_values=normalise(x))
+        assert seen[0] is layer, f"{family}: {name} is not the first layer that sees pixels"
+        backbone(pixel_values=normalise(nudged))  # fp32 reference
+        with bf16():
+            backbone(pixel_values=normalise(x))
+            backbone(pixel_values=normalise(nudged))
+    for h in hooks:
+        h.remove()
+    fp32_change, bf16_change = outputs[1] - outputs[0], outputs[3] - outputs[2]
+    assert fp32_change.abs().max() > 0
+    torch.testing.assert_close(bf16_change, fp32_change)  # lost (exactly 0) if the layer rounds to bf16
+
+
+@pytest.mark.parametrize("kind", ["dinov2", "vit"])
+def test_encoder__quarter_grey_level_changes_the_tokens_under_bf16(kind):
+    encoder = load_encoder(make_tiny_backbone(kind)).to(DEVICE)
+    x, nudged = white_with_red_nudge()
+    with torch.no_grad(), bf16():
+        change = (encoder(nudged).patches - encoder(x).patches).abs().amax(dim=(1, 2))
+    assert (change > 0).all()  # identical tokens: the nudge was rounded away before the first layer
+    assert encoder.pixel_layer == "embeddings.patch_embeddings.projection"
+
+
+def test_pixel_layer__state_dict_save_and_plain_forward_unchanged(tiny_dinov2_path, tmp_path):
+    plain = make_tiny_backbone("dinov2")
+    encoder = load_encoder(make_tiny_backbone("dinov2"))
+    assert type(dict(encoder.backbone.named_modules())[encoder.pixel_layer]).__name__ == "Float32InputConv2d"
+    assert list(encoder.backbone.state_dict()) == list(plain.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(encoder(x).patches, load_encoder(plain)(x).patches)  # outside autocast: bit-identical
+    encoder.save_pretrained(tmp_path)
+    assert torch.equal(load_encoder(str(tmp_path))(x).cls, encoder(x).cls)
+    assert keep_pixel_layer_fp32(encoder.backbone) == encoder.pixel_layer  # idempotent
+    assert find_pixel_layer(torch.nn.Linear(3, 3)) is None
+
+
+@pytest.mark.parametrize("name,task", contract.CASES, ids=contract.IDS)
+def test_bf16__every_attack_keeps_its_contract(name, task, tiny_dinov2_path):
+    """The contract tests of test_attacks.py (ball, [0, 1], input, parameters, grads, modes, eps=0, seeds) under bf16."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        contract.test_attack__contract_invariants(name, task, load_encoder(tiny_dinov2_path))
+        contract.test_attack__eps_zero_is_identity(name, task, load_encoder(tiny_dinov2_path))
+        contract.test_attack__seeded_deterministic(name, task, load_encoder(tiny_dinov2_path))
+        kwargs, model, x, target = contract.make_case(name, task, load_encoder(tiny_dinov2_path))
+        adv = make_attack(name, eps=1 / 255, step_size=0.25 / 255, steps=2, seed=0, **kwargs).perturb(model, x, target).pixels
+    assert adv.dtype == torch.float32 and (adv - x).abs().max() <= 1 / 255 and adv.min() >= 0 and adv.max() <= 1
+
+
+def _success_case(name, task, encoder, n=32):
+    """ShapesWorld batch, a task model on the tiny encoder, and targets = its fp32 clean predictions."""
+    kwargs, model, _, _ = contract.make_case(name, task, encoder)
+    task_model = {"classification": contract.Classifier, "segmentation": contract.Segmenter, "depth": contract.Depther}[task](encoder)
+    torch.manual_seed(0)
+    task_model = task_model.eval().to(DEVICE)
+    spec = get_dataset_spec("shapes", task="classification")
+    x = collate([make_dataset(spec, "eval", num_samples=n, seed=0, image_size=32)[i] for i in range(n)])["pixel_values"].to(DEVICE)
+    with torch.no_grad():
+        clean = task_model(x)
+    target = clean.argmax(1) if task != "depth" else clean
+    model = task_model.encoder if model is encoder else task_model
+    return kwargs, model, task_model, x, (None if model is encoder else target), target
+
+
+def _damage(task, task_model, pixels, target):
+    """Per image, in [0, 1]: prediction flipped (classification), share of pixels flipped
+    (segmentation), share of pixels whose depth error grew past 5 % (depth)."""
+    with torch.no_grad():
+        out = task_model(pixels).float()
+    if task == "classification":
+        return (out.argmax(1) != target).float()
+    if task == "segmentation":
+        return (out.argmax(1) != target).float().mean(dim=(1, 2))
+    return ((out - target).abs() / target > 0.05).float().mean(dim=(1, 2))
+
+
+@pytest.mark.parametrize("name,task", contract.CASES, ids=contract.IDS)
+def test_bf16__attack_success_within_a_few_images_of_fp32(name, task, tiny_dinov2_path):
+    kwargs, model, task_model, x, target, truth = _success_case(name, task, load_encoder(tiny_dinov2_path).to(DEVICE))
+    attack = make_attack(name, eps=8 / 255, step_size=2 / 255, steps=5, seed=0, **kwargs)
+    damage = {}
+    for precision in ("no", "bf16"):
+        with autocast_for(precision, DEVICE):  # attack and re-scoring in one precision
+            damage[precision] = float(_damage(task, task_model, attack.perturb(model, x, target).pixels, truth).sum())
+    print(f"{name}/{task}: images' worth damaged of {len(x)}: fp32 {damage['no']:.2f}, bf16 {damage['bf16']:.2f}")
+    assert damage["no"] >= 1  # the attack does something
+    assert abs(damage["bf16"] - damage["no"]) <= 3  # a few images
+
+
+def test_benchmark__precision_recorded_and_part_of_the_cell_key(tiny_dinov2_path, tmp_path, fresh_accelerate_state):
+    from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
+
+    kw = dict(encoders=[tiny_dinov2_path], tasks=["classification"], attacks=["pgd"], steps=1, max_eval_samples=8,
+              num_train_samples=32, head_epochs=1, image_size=32, batch_size=4, num_examples=0, output_dir=str(tmp_path))
+    fp32 = run_benchmark(BenchmarkConfig(**kw))
+    assert json.loads((tmp_path / "run_info.json").read_text())["mixed_precision"] == "no"
+    AcceleratorState._reset_state(True)
+    bf16_records = run_benchmark(BenchmarkConfig(**kw, mixed_precision="bf16"))
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["mixed_precision"] == "bf16" and info["config"]["mixed_precision"] == "bf16"
+    cells = sorted(json.loads(p.read_text())["key"]["mixed_precision"] for p in (tmp_path / "cells").glob("*.json"))
+    assert cells == ["bf16", "no"]  # a second cell, not the fp32 one reused
+    assert len(bf16_records) == len(fp32) and {r["attack"] for r in bf16_records} == {"none", "pgd"}
+
+
+def test_precision_settings__validated_early(fresh_accelerate_state):
+    from hf_ssl_robust.benchmark import BenchmarkConfig
+    from hf_ssl_robust.defenses import DeACLConfig
+    from hf_ssl_robust.space_backend import SpaceBackend
+    from hf_ssl_robust.training import TrainHeadConfig
+
+    for make in (BenchmarkConfig, TrainHeadConfig, DeACLConfig):
+        with pytest.raises(ValueError, match="mixed_precision must be one of"):
+            make(mixed_precision="fp8")
+    with pytest.raises(ValueError, match="Space runs on CPU"):
+        SpaceBackend(mixed_precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a GPU"):
+            make_accelerator("fp16")
