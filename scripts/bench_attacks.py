@@ -14,9 +14,15 @@ It also times head training with and without the frozen-feature cache, the share
 step spent generating adversarial examples, and peak memory per image of each attack (CPU:
 peak RSS of a fresh child process; CUDA: `torch.cuda.max_memory_allocated`).
 
+Precision variants side by side: `--amp none,bf16,bf16+compile` times every attack (and the
+DeACL step) in each, then prints ms per image, the ratio to the floor, the speed against fp32,
+achieved TFLOP/s against the card's bf16 peak (CUDA) and the batch `--batch_size auto` picks
+(`--report_auto_batch`). Under autocast the pixel layer stays fp32 (hf_ssl_robust.precision).
+
     nice -n 19 python scripts/bench_attacks.py --config vits14 --image_size 224 --batch_size 8 \
         --steps 5 --repeats 5 --output outputs/bench/vits14.json
     python scripts/bench_attacks.py --config tiny --repeats 1 --sections attacks   # smoke run
+    nice -n 19 python scripts/bench_attacks.py --config vits14 --amp none,bf16 --sections attacks --no_naive
 
 Models are random-weight configs of the real architectures (speed does not depend on the weights).
 """
@@ -59,6 +65,9 @@ CONFIGS = {
 }
 NUM_CLASSES, NUM_SEG_CLASSES = 10, 21
 EPS, STEP_SIZE = 8 / 255, 2 / 255
+# Dense bf16 tensor-core peak in TFLOP/s from the vendor's data sheets (no sparsity), by device name.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
+                    "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0}
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -194,6 +203,7 @@ def machine_info(device: str) -> dict:
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
+        info["fp32_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32  # torch's default: off (true fp32)
     with contextlib.suppress(ImportError):
         import transformers
 
@@ -252,10 +262,22 @@ def bench_attacks(args, models: dict, batch: dict) -> list[dict]:
             if variant in ("ours", "naive") and rnd == 0:
                 checks[(name, variant)] = check_adversarial(adv, x)
     flops_fwd = vit_forward_flops(args.config, args.image_size) * x.shape[0]
+    peaks = {}
+    if torch.device(args.device).type == "cuda":  # peak memory of one `ours` run per attack
+        for name, variant, model, getter, target in variants:
+            if variant == "ours":
+                sync(args.device)
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                run_ours(name, model, x, target, args.steps, autocast)
+                sync(args.device)
+                peaks[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
     rows = []
     for name in args.attacks:
         floor, ours = _median_ms(times[(name, "floor")]), _median_ms(times[(name, "ours")])
-        row = {"attack": name, "floor_ms": floor, "ours_ms": ours, "ratio": ours / floor,
+        row = {"attack": name, "amp": args.amp, "compile": args.compile, "batch_size": x.shape[0],
+               "floor_ms": floor, "ours_ms": ours, "ratio": ours / floor, "ms_per_image": ours / x.shape[0],
+               "floor_ms_per_image": floor / x.shape[0], "peak_mb": peaks.get(name),
                "img_per_s_floor": 1000 * x.shape[0] / floor, "img_per_s_ours": 1000 * x.shape[0] / ours,
                "check_ours": checks[(name, "ours")],
                # executed work: forward + input-only backward ~ 2 forwards (no weight gradients)
@@ -297,29 +319,36 @@ def bench_training(args) -> dict:
 
 
 def bench_deacl(args) -> dict:
-    """Time one DeACL step (tiny config, 5-step inner PGD at eps 4/255) and its attack part, from outside."""
+    """Time one DeACL step (5-step inner PGD at eps 4/255, under `--amp`'s autocast as `train_deacl`
+    runs it) and its attack part, from outside."""
     import copy
 
     from hf_ssl_robust.defenses.deacl import deacl_loss
 
     size, bsz = args.deacl_image_size, args.deacl_batch_size
-    teacher = build_models("tiny", size, args.device)["encoder"].requires_grad_(False)
+    autocast = make_autocast(args.device, args.amp)
+    cuda = torch.device(args.device).type == "cuda"
+    teacher = build_models(args.deacl_config, size, args.device)["encoder"].requires_grad_(False)
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
     x = make_batch(bsz, size, args.device, seed=1)["pixels"]
     attack_s, step_s = [], []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for step in range(args.warmup + args.deacl_steps):
         sync(args.device)
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             t_cls = teacher(x).cls
         attack = make_attack("embed", distance="cosine", tokens="cls", eps=4 / 255, step_size=1 / 255, steps=5, seed=step)
         sync(args.device)
         t1 = time.perf_counter()
-        x_adv = attack.perturb(student, x, t_cls).pixels
+        with autocast():
+            x_adv = attack.perturb(student, x, t_cls).pixels
         sync(args.device)
         t2 = time.perf_counter()
-        out = student(torch.cat([x, x_adv]))
+        with autocast():
+            out = student(torch.cat([x, x_adv]))
         s_cls, s_adv = out.cls.chunk(2)
         loss, _ = deacl_loss(s_cls, s_adv, t_cls)
         loss.backward()
@@ -331,8 +360,9 @@ def bench_deacl(args) -> dict:
             attack_s.append(t2 - t1)
             step_s.append(t3 - t0)
     attack, total = statistics.median(attack_s), statistics.median(step_s)
-    return {"image_size": size, "batch_size": bsz, "inner_steps": 5, "attack_ms": 1000 * attack, "step_ms": 1000 * total,
-            "attack_share": attack / total, "attack_s": attack_s, "step_s": step_s}
+    return {"config": args.deacl_config, "amp": args.amp, "image_size": size, "batch_size": bsz, "inner_steps": 5,
+            "attack_ms": 1000 * attack, "step_ms": 1000 * total, "attack_share": attack / total, "attack_s": attack_s,
+            "step_s": step_s, "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
 
 
 def memory_child(args) -> dict:
@@ -401,6 +431,58 @@ def format_attack_table(rows: list[dict], cuda: bool) -> str:
     return "\n".join(lines)
 
 
+def variant_args(args, amp: str, compiled: bool) -> argparse.Namespace:
+    v = argparse.Namespace(**vars(args))
+    v.amp, v.compile = amp, compiled
+    return v
+
+
+def variant_label(amp: str, compiled: bool) -> str:
+    return {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}[amp] + (" + compile" if compiled else "")
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    """The card's dense bf16 peak from `BF16_PEAK_TFLOPS` (longest matching name), or None."""
+    matches = [k for k in BF16_PEAK_TFLOPS if k.lower() in device_name.lower()]
+    return BF16_PEAK_TFLOPS[max(matches, key=len)] if matches else None
+
+
+def format_precision_table(rows: list[dict], peak: float | None, auto: dict) -> str:
+    """One row per attack and variant: ms/image, ratio to the floor, speed-up over fp32, TFLOP/s, memory."""
+    head = "| attack | variant | batch | ms/image | floor ms/image | ours / floor | speed vs fp32 | TFLOP/s | % of bf16 peak | peak MB | auto batch |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    fp32 = {r["attack"]: r["ms_per_image"] for r in rows if r["amp"] == "none" and not r["compile"]}
+    order = list(dict.fromkeys(r["attack"] for r in rows))
+    for r in sorted(rows, key=lambda r: order.index(r["attack"])):  # stable: variants keep their order
+        speed = f"{fp32[r['attack']] / r['ms_per_image']:.2f}x" if r["attack"] in fp32 else "-"
+        pct = f"{100 * r['tflops_ours'] / peak:.1f}" if peak else "-"
+        mem = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "-"
+        lines.append(f"| {r['attack']} | {variant_label(r['amp'], r['compile'])} | {r['batch_size']} | {r['ms_per_image']:.2f} | "
+                     f"{r['floor_ms_per_image']:.2f} | {r['ratio']:.3f} | {speed} | {r['tflops_ours']:.2f} | {pct} | {mem} | "
+                     f"{auto.get(r['amp'], '-')} |")
+    return "\n".join(lines)
+
+
+def profile_attack(args, models: dict, batch: dict) -> str:
+    """torch.profiler's table (top 15 ops by self time) of one `ours` run of the first attack."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(args.device).type == "cuda"
+    name = args.attacks[0]
+    model, key, _ = surface(name, models)
+    if args.compile:
+        model = torch.compile(model, backend=args.compile_backend)
+    autocast = make_autocast(args.device, args.amp)
+    target = batch[key] if key else None
+    run_ours(name, model, batch["pixels"], target, 1, autocast)  # warm (and compile)
+    sync(args.device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        run_ours(name, model, batch["pixels"], target, args.profile_steps, autocast)
+        sync(args.device)
+    title = f"profile: {name}, {variant_label(args.amp, args.compile)}, batch {batch['pixels'].shape[0]}, T={args.profile_steps}"
+    return title + "\n" + prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=15)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
@@ -412,10 +494,15 @@ def parse_args(argv=None):
     p.add_argument("--attacks", default=",".join(ATTACK_NAMES))
     p.add_argument("--sections", default="attacks,training,deacl,memory", help="any of attacks,training,deacl,memory")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", "--dtype", dest="amp", choices=("none", "bf16", "fp16"), default="none",
-                   help="autocast dtype for the forward; perturbation and projection stay fp32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model under attack")
+    p.add_argument("--amp", "--dtype", dest="amp", default="none",
+                   help="autocast dtype(s) for the forward, comma-separated, each none|bf16|fp16 with an optional "
+                        "+compile (e.g. none,bf16,bf16+compile); perturbation, projection and pixel layer stay fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model under attack (every --amp variant)")
     p.add_argument("--compile_backend", default="inductor", help="e.g. aot_eager to check the path without a compiler")
+    p.add_argument("--report_auto_batch", action="store_true", help="also find the batch --batch_size auto picks, per variant")
+    p.add_argument("--peak_tflops", type=float, default=None, help="the card's dense bf16 peak (default: by device name)")
+    p.add_argument("--profile", action="store_true", help="torch.profiler table of one run of the first attack, per variant")
+    p.add_argument("--profile_steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no_naive", action="store_true")
     p.add_argument("--verbose", action="store_true", help="print every timed run")
@@ -425,6 +512,7 @@ def parse_args(argv=None):
     p.add_argument("--deacl_steps", type=int, default=3)
     p.add_argument("--deacl_batch_size", type=int, default=32)
     p.add_argument("--deacl_image_size", type=int, default=64)
+    p.add_argument("--deacl_config", default="tiny", choices=sorted(CONFIGS))
     p.add_argument("--memory_config", default="vits14", choices=sorted(CONFIGS))
     p.add_argument("--memory_sizes", default="224,518", help="comma-separated; empty to skip")
     p.add_argument("--memory_batch_size", type=int, default=1)
@@ -432,6 +520,7 @@ def parse_args(argv=None):
     p.add_argument("--memory_variants", default="floor,ours", help="any of floor,ours,naive")
     p.add_argument("--memory_attacks", default="", help="default: --attacks")
     p.add_argument("--output", default=None, help="JSON path")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="only print one precision table per config from these reports")
     p.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.image_size = args.image_size or CONFIGS[args.config][2]
@@ -439,6 +528,15 @@ def parse_args(argv=None):
     unknown = set(args.attacks) - set(ATTACK_NAMES)
     if unknown:
         p.error(f"unknown attacks {sorted(unknown)}; choose from {list(ATTACK_NAMES)}")
+    args.variants = []
+    for item in (v for v in args.amp.split(",") if v):
+        amp, _, extra = item.partition("+")
+        if amp not in ("none", "bf16", "fp16") or extra not in ("", "compile"):
+            p.error(f"--amp item {item!r}: expected none|bf16|fp16, optionally followed by +compile")
+        args.variants.append((amp, args.compile or extra == "compile"))
+    if not args.variants:
+        p.error("--amp needs at least one of none, bf16, fp16")
+    args.amp, args.compile = args.variants[0]  # the current variant (main switches it)
     args.sections = [s for s in args.sections.split(",") if s]
     args.memory_sizes = [int(s) for s in args.memory_sizes.split(",") if s]
     args.memory_variants = [v for v in args.memory_variants.split(",") if v]
@@ -461,8 +559,36 @@ def resolve_batch_size(args, models) -> int:
     return find_max_batch_size(step, 256, device=args.device)
 
 
+def merge_reports(paths: list[str]) -> str:
+    """One precision table per (config, image size) from several reports (e.g. eager and compiled runs)."""
+    groups: dict = {}
+    deacl_rows: list[dict] = []
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        a = report["args"]
+        key = (a["config"], a["image_size"], a["steps"], report["machine"].get("gpu") or report["machine"]["cpu"])
+        group = groups.setdefault(key, {"rows": [], "auto": {}, "peak": None})
+        group["rows"] += report.get("attacks", [])
+        group["auto"].update(report.get("auto_batch_size", {}))
+        group["peak"] = group["peak"] or report.get("peak_bf16_tflops")
+        deacl = report.get("deacl") or []
+        deacl_rows += deacl if isinstance(deacl, list) else [deacl]
+    out = []
+    for (config, size, steps, machine), g in groups.items():
+        out.append(f"### {config} at {size}x{size}, T={steps}, {machine}\n")
+        out.append(format_precision_table(g["rows"], g["peak"], g["auto"]) + "\n")
+    for d in deacl_rows:
+        mem = f", peak {d['peak_mb']:.0f} MB" if d.get("peak_mb") else ""
+        out.append(f"DeACL step ({d['config']}, {d['image_size']}px, batch {d['batch_size']}, 5 inner steps, {variant_label(d['amp'], False)}): "
+                   f"{d['step_ms']:.0f} ms, attack {100 * d['attack_share']:.0f}%{mem}")
+    return "\n".join(out)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        print(merge_reports(args.merge))
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._memory_child:
@@ -473,30 +599,52 @@ def main(argv=None) -> dict:
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if "attacks" in args.sections:
         models = build_models(args.config, args.image_size, args.device)
-        if args.batch_size == "auto":
-            args.batch_size = resolve_batch_size(args, models)
-            report["args"]["batch_size"] = f"auto -> {args.batch_size}"
-        batch = make_batch(args.batch_size, args.image_size, args.device)
-        rows = bench_attacks(args, models, batch)
-        report["attacks"] = rows
+        report["attacks"], report["auto_batch_size"], report["profile"] = [], {}, {}
         report["encoder_forward_gflops_per_image"] = vit_forward_flops(args.config, args.image_size) / 1e9
-        print(f"\nAttacks: {args.config}, {args.image_size}px, batch {args.batch_size}, T={args.steps}, amp={args.amp}, "
-              f"compile={args.compile}, {args.device} ({report['machine']['cpu'] if not cuda else report['machine']['gpu']})")
-        print(format_attack_table(rows, cuda), flush=True)
+        for amp, compiled in args.variants:
+            v = variant_args(args, amp, compiled)
+            label = variant_label(amp, compiled)
+            if v.batch_size == "auto" or args.report_auto_batch:  # what `auto` picks for this precision
+                auto = report["auto_batch_size"].get(amp) or resolve_batch_size(v, models)
+                report["auto_batch_size"][amp] = auto
+                v.batch_size = auto if v.batch_size == "auto" else v.batch_size
+            batch = make_batch(v.batch_size, args.image_size, args.device)
+            rows = bench_attacks(v, models, batch)
+            report["attacks"].extend(rows)
+            print(f"\nAttacks: {args.config}, {args.image_size}px, batch {v.batch_size}, T={args.steps}, {label}, "
+                  f"{args.device} ({report['machine']['cpu'] if not cuda else report['machine']['gpu']})")
+            print(format_attack_table(rows, cuda), flush=True)
+            if args.profile:
+                report["profile"][label] = profile_attack(v, models, batch)
+                print(report["profile"][label], flush=True)
+        if len(args.variants) > 1 or cuda:
+            peak = args.peak_tflops or bf16_peak_tflops(report["machine"].get("gpu", ""))
+            report["peak_bf16_tflops"] = peak
+            print(f"\nPrecision variants ({args.config}, {args.image_size}px, T={args.steps}; TFLOP/s counts forward + "
+                  f"input-only backward as 2 forwards of {report['encoder_forward_gflops_per_image']:.1f} GFLOP/image):")
+            print(format_precision_table(report["attacks"], peak, report["auto_batch_size"]), flush=True)
     if "training" in args.sections:
         tr = bench_training(args)
         report["training"] = tr
         print(f"\nHead training (tiny, ShapesWorld 64px, {tr['train_samples']} images): epoch {tr['cached']['epoch_s']:.2f} s cached "
               f"(+{tr['cached']['feature_cache_s']:.2f} s once to cache) vs {tr['uncached']['epoch_s']:.2f} s uncached: "
               f"{tr['epoch_speedup']:.1f}x per epoch", flush=True)
+    amps = list(dict.fromkeys(amp for amp, _ in args.variants))  # DeACL and memory: eager, once per precision
     if "deacl" in args.sections:
-        d = bench_deacl(args)
-        report["deacl"] = d
-        print(f"\nDeACL step (tiny, {d['image_size']}px, batch {d['batch_size']}, 5 inner steps): {d['step_ms']:.0f} ms, "
-              f"attack {d['attack_ms']:.0f} ms = {100 * d['attack_share']:.0f}%", flush=True)
+        report["deacl"] = []
+        for amp in amps:
+            d = bench_deacl(variant_args(args, amp, False))
+            report["deacl"].append(d)
+            mem = f", peak {d['peak_mb']:.0f} MB" if d["peak_mb"] else ""
+            print(f"\nDeACL step ({d['config']}, {d['image_size']}px, batch {d['batch_size']}, 5 inner steps, amp={amp}): "
+                  f"{d['step_ms']:.0f} ms, attack {d['attack_ms']:.0f} ms = {100 * d['attack_share']:.0f}%{mem}", flush=True)
+        if len(amps) == 1:
+            report["deacl"] = report["deacl"][0]
     if "memory" in args.sections and args.memory_sizes:
-        print(f"\nPeak memory ({args.memory_config}, batch {args.memory_batch_size}, T={args.memory_steps}):", flush=True)
-        report["memory"] = bench_memory(args)
+        report["memory"] = []
+        for amp in amps:
+            print(f"\nPeak memory ({args.memory_config}, batch {args.memory_batch_size}, T={args.memory_steps}, amp={amp}):", flush=True)
+            report["memory"].extend(bench_memory(variant_args(args, amp, False)))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2, default=str))
