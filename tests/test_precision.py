@@ -29,7 +29,14 @@ from hf_ssl_robust.attacks import make_attack
 from hf_ssl_robust.data import get_dataset_spec, make_dataset
 from hf_ssl_robust.data.loading import collate
 from hf_ssl_robust.encoders import IMAGENET_MEAN, IMAGENET_STD, load_encoder
-from hf_ssl_robust.precision import autocast_for, find_pixel_layer, keep_pixel_layer_fp32, make_accelerator
+from hf_ssl_robust.precision import (
+    autocast_for,
+    effective_precision,
+    find_pixel_layer,
+    keep_pixel_layer_fp32,
+    make_accelerator,
+    resolve_precision,
+)
 
 DEVICE = os.environ.get("HF_SSL_ROBUST_TEST_DEVICE", "cpu")
 QUARTER = 0.25 / 255  # a quarter of a grey level: bf16 spacing near normalised 2.25 is ~0.9/255
@@ -216,3 +223,26 @@ def test_precision_settings__validated_early(fresh_accelerate_state):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a GPU"):
             make_accelerator("fp16")
+
+
+def test_accelerate_launch_flag_sets_the_precision(fresh_accelerate_state, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    accelerator = make_accelerator(None)
+    assert effective_precision(accelerator) == resolve_precision(None, accelerator) == "bf16"
+    with accelerator.autocast():
+        assert torch.is_autocast_enabled("cpu")
+    with pytest.raises(ValueError, match="the accelerator runs 'bf16'"):
+        resolve_precision("no", accelerator)
+
+
+def test_train_head_and_deacl__run_in_bf16_and_record_it(tiny_dinov2_path, tmp_path, fresh_accelerate_state):
+    from hf_ssl_robust.defenses import DeACLConfig, train_deacl
+    from hf_ssl_robust.training import TrainHeadConfig, train_head
+
+    _, info = train_head(TrainHeadConfig(encoder=tiny_dinov2_path, task="depth", image_size=32, num_train_samples=16,
+                                         num_eval_samples=4, epochs=1, mixed_precision="bf16"))
+    assert info["mixed_precision"] == "bf16" and info["metrics"]["rmse"] > 0
+    out = train_deacl(DeACLConfig(encoder=tiny_dinov2_path, image_size=32, num_train_samples=16, batch_size=8, max_steps=2,
+                                  attack_steps=2, checkpoint_every=0, log_every=1, output_dir=str(tmp_path / "d")))
+    assert json.loads((out / "deacl_config.json").read_text())["mixed_precision"] == "bf16"  # the state's precision
+    assert load_encoder(str(out)).pixel_layer is not None
