@@ -458,7 +458,7 @@ class SpaceBackend:
 
 def _fp32(output):
     """A model output with its floating tensors in fp32 (for the numbers and pictures)."""
-    for key, value in output.items():
+    for key, value in list(output.items()):
         if isinstance(value, Tensor) and value.is_floating_point():
             output[key] = value.float()
     return output
