@@ -427,8 +427,8 @@ class SpaceBackend:
         start = time.perf_counter()
         with autocast_for(self.mixed_precision, x.device):  # clean, attack and adversarial in one precision
             with torch.no_grad():
-                clean_out = _fp32(model(x))
-                clean_tokens = _fp32(model.encoder(x, pre_norm=t.embed_pre_norm))
+                clean_out = model(x)
+                clean_tokens = model.encoder(x, pre_norm=t.embed_pre_norm)
             victim = model.encoder if attack == "embed" else model
             calls = steps + (1 if attack == "embed" else 0)
             counted = _Counting(victim, lambda i: progress(min(i / calls, 1.0), f"attack step {max(i - calls + steps, 0)}/{steps}"))
@@ -438,8 +438,8 @@ class SpaceBackend:
             result = atk.perturb(counted, x, target)
             adv = result.pixels
             with torch.no_grad():
-                adv_out = _fp32(model(adv))
-                adv_tokens = _fp32(model.encoder(adv, pre_norm=t.embed_pre_norm))
+                adv_out = model(adv)
+                adv_tokens = model.encoder(adv, pre_norm=t.embed_pre_norm)
         seconds = time.perf_counter() - start
         delta = adv - x
         pert = (0.5 + delta / (2 * eps)) if eps > 0 else torch.full_like(x, 0.5)
@@ -454,14 +454,6 @@ class SpaceBackend:
         m["seconds"] = round(seconds, 2)
         progress(1.0, "done")
         return out
-
-
-def _fp32(output):
-    """A model output with its floating tensors in fp32 (for the numbers and pictures)."""
-    for key, value in list(output.items()):
-        if isinstance(value, Tensor) and value.is_floating_point():
-            output[key] = value.float()
-    return output
 
 
 def _embedding_change(clean, adv) -> dict:

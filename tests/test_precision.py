@@ -7,6 +7,7 @@ every attack keeps its contract under bf16, and bf16 attacks succeed like fp32 o
 import json
 import os
 
+import numpy as np
 import pytest
 import test_attacks as contract  # the attack contract's cases and tests, rerun here under bf16
 import torch
@@ -246,3 +247,17 @@ def test_train_head_and_deacl__run_in_bf16_and_record_it(tiny_dinov2_path, tmp_p
                                   attack_steps=2, checkpoint_every=0, log_every=1, output_dir=str(tmp_path / "d")))
     assert json.loads((out / "deacl_config.json").read_text())["mixed_precision"] == "bf16"  # the state's precision
     assert load_encoder(str(out)).pixel_layer is not None
+
+
+@pytest.mark.parametrize("task,attack", [("classification", "pgd"), ("depth", "embed")])
+def test_space__bf16_requests_report_finite_numbers(task, attack, tmp_path, fresh_accelerate_state):
+    from hf_ssl_robust.space_backend import SpaceBackend
+
+    make_tiny_backbone("dinov2").save_pretrained(tmp_path / "enc")
+    image = (torch.rand(40, 40, 3) * 255).to(torch.uint8).numpy()
+    for _ in ("trains and caches the head", "loads it from disk"):  # a loaded head returns bf16 outputs
+        backend = SpaceBackend(encoders=[str(tmp_path / "enc")], cache_dir=str(tmp_path / "cache"), heads_dir=str(tmp_path / "none"),
+                               train_samples=16, train_epochs=1, mixed_precision="bf16")
+        out = backend.run(str(tmp_path / "enc"), task, attack, eps_255=2, steps=2, image=image, size=32)
+        assert 0 < out.metrics["linf_255"] <= 2 and all(np.isfinite(v) for v in out.losses)
+        assert out.adv_image.dtype == np.uint8 and out.adv_image.shape == out.clean_image.shape
