@@ -458,7 +458,7 @@ def format_precision_table(rows: list[dict], peak: float | None, auto: dict) -> 
         pct = f"{100 * r['tflops_ours'] / peak:.1f}" if peak else "-"
         mem = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "-"
         lines.append(f"| {r['attack']} | {variant_label(r['amp'], r['compile'])} | {r['batch_size']} | {r['ms_per_image']:.2f} | "
-                     f"{r['floor_ms_per_image']:.2f} | {r['ratio']:.3f} | {speed} | {r['tflops_ours']:.2f} | {pct} | {mem} | "
+                     f"{r['floor_ms_per_image']:.2f} | {r['ratio']:.3f} | {speed} | {r['tflops_ours']:.3g} | {pct} | {mem} | "
                      f"{auto.get(r['amp'], '-')} |")
     return "\n".join(lines)
 
