@@ -480,7 +480,12 @@ def profile_attack(args, models: dict, batch: dict) -> str:
         run_ours(name, model, batch["pixels"], target, args.profile_steps, autocast)
         sync(args.device)
     title = f"profile: {name}, {variant_label(args.amp, args.compile)}, batch {batch['pixels'].shape[0]}, T={args.profile_steps}"
-    return title + "\n" + prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=15)
+    for sort_by in ("self_device_time_total", "self_cuda_time_total") if cuda else ("self_cpu_time_total",):
+        try:  # torch renamed the CUDA column to "device"; accept either
+            return title + "\n" + prof.key_averages().table(sort_by=sort_by, row_limit=15)
+        except (AttributeError, KeyError):
+            continue
+    return title + "\n" + prof.key_averages().table(row_limit=15)
 
 
 def parse_args(argv=None):

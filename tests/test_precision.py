@@ -156,7 +156,7 @@ def test_bf16__every_attack_keeps_its_contract(name, task, tiny_dinov2_path):
 
 def _success_case(name, task, encoder, n=32):
     """ShapesWorld batch, a task model on the tiny encoder, and targets = its fp32 clean predictions."""
-    kwargs, model, _, _ = contract.make_case(name, task, encoder)
+    kwargs, model, _, _ = contract.make_case(name, task, encoder)  # on CPU; the task model moves it to DEVICE
     task_model = {"classification": contract.Classifier, "segmentation": contract.Segmenter, "depth": contract.Depther}[task](encoder)
     torch.manual_seed(0)
     task_model = task_model.eval().to(DEVICE)
@@ -183,7 +183,7 @@ def _damage(task, task_model, pixels, target):
 
 @pytest.mark.parametrize("name,task", contract.CASES, ids=contract.IDS)
 def test_bf16__attack_success_within_a_few_images_of_fp32(name, task, tiny_dinov2_path):
-    kwargs, model, task_model, x, target, truth = _success_case(name, task, load_encoder(tiny_dinov2_path).to(DEVICE))
+    kwargs, model, task_model, x, target, truth = _success_case(name, task, load_encoder(tiny_dinov2_path))
     attack = make_attack(name, eps=8 / 255, step_size=2 / 255, steps=5, seed=0, **kwargs)
     damage = {}
     for precision in ("no", "bf16"):
