@@ -6,7 +6,7 @@ benchmark, head training, DeACL and the Space. Forwards and backwards of attacks
 run under the accelerator's autocast; the perturbation, the projection and the normalisation are
 fp32 tensors, and the first layer that sees pixels (patch embedding, or a conv stem) runs in fp32:
 near normalised values of 2-4 the bf16 spacing is about 0.9/255 in pixel units, so a bf16 patch
-embedding would round away steps of 0.5/255 and much of a 1/255 ball.
+embedding would round a 0.25/255 change away entirely and steps of 0.5/255 partly.
 
     >>> accelerator = make_accelerator("bf16")
     >>> with accelerator.autocast():      # the encoder's pixel layer still computes in fp32
