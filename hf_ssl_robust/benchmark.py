@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from .attacks import ATTACKS, make_attack
 from .batching import find_max_batch_size
 from .data import get_dataset_spec, make_dataset
-from .data.loading import collate
+from .data.loading import IndexedDataset, collate
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
 from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
@@ -103,8 +103,8 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
     return dict(encoder=encoder, task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
-                num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
-                batch_size=cfg.batch_size)  # random starts are seeded per batch, so the grouping matters
+                num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr)
+    # no batch_size: random starts are seeded per image and mixed sizes never share a canvas
 
 
 def _cell_path(out: Path, key: dict) -> Path:
@@ -172,8 +172,7 @@ def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, star
         t = target.expand(b, *target.shape[1:]).contiguous()
         for attack in attacks.values():
             one_step = dataclasses.replace(attack, steps=1)
-            surface = model.encoder if attack.surface == "encoder" else model
-            one_step.perturb(surface, x, None if attack.surface == "encoder" else t)
+            one_step.perturb(model, x, None if attack.surface == "encoder" else t)
 
     return find_max_batch_size(run, start=min(start, len(dataset)), device=device)
 
@@ -190,6 +189,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
     if cfg.max_eval_samples is not None and len(dataset) > cfg.max_eval_samples:
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_eval_samples]
         dataset = torch.utils.data.Subset(dataset, sorted(idx.tolist()))
+    dataset = IndexedDataset(dataset)  # per-image attack seeds: numbers independent of the batch size
     batch_size = cfg.batch_size
     if batch_size == "auto":
         batch_size = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key)

@@ -1,7 +1,14 @@
 """One pass over an evaluation split: clean metrics and every attack's metrics on the same images.
 
 Task-agnostic: the `Task` says how to turn model outputs into predictions and which meter scores
-them; each attack perturbs either the encoder (EmbedAttack) or the task model.
+them; every attack perturbs the task model (EmbedAttack through the tokens the head reads,
+`head.read_tokens`, windows and padding included).
+
+Mixed sizes: a batch whose images differ in size (`batch["image_size"]`, set by `collate`) is run
+one size group at a time, each image cropped back to its own size, so no model or attack ever
+sees the padding and an image's numbers do not depend on what it is batched with. Seeded attacks
+seed each image's random start by its position in the split (`batch["index"]`, added by
+`IndexedDataset`) when the batch has it, else by the global batch index.
 """
 
 from __future__ import annotations
@@ -55,14 +62,15 @@ def evaluate(
         world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
         for i, batch in enumerate(tqdm(loader, desc=desc, disable=not show, leave=False)):
             pixels, target = batch["pixel_values"], batch[task.target_key]
-            preds = {"none": task.predict(unwrapped(pixel_values=pixels))}
+            groups = size_groups(batch)
+            preds = {"none": by_size(lambda x, t: task.predict(unwrapped(pixel_values=x)), pixels, target, groups)}
             global_batch = i * world + rank  # accelerate gives process r the batches r, r + world, ...
             for name, attack in attacks.items():
-                if attack.seed is not None:  # same random start for a batch on 1 or N processes
-                    attack = dataclasses.replace(attack, seed=attack.seed + global_batch)
-                surface = unwrapped.encoder if attack.surface == "encoder" else unwrapped
-                adv = attack.perturb(surface, pixels, None if attack.surface == "encoder" else target).pixels
-                preds[name] = task.predict(unwrapped(pixel_values=adv))
+                if attack.seed is not None:  # the same random start for an image however it is batched
+                    seed = [attack.seed + int(k) for k in batch["index"]] if "index" in batch else attack.seed + global_batch
+                    attack = dataclasses.replace(attack, seed=seed)
+                adv = by_size(_perturb(attack, unwrapped), pixels, target, groups)
+                preds[name] = by_size(lambda x, t: task.predict(unwrapped(pixel_values=x)), adv, target, groups)
                 preds["adv/" + name] = adv
             for name, meter in meters.items():
                 meter.update(preds[name], target, gather=gather)
@@ -76,3 +84,50 @@ def evaluate(
         metrics["num_samples"] = meter.num_samples
         results[name] = metrics
     return results
+
+
+def _perturb(attack: Attack, model) -> Callable:
+    """`(pixels, target) -> adversarial pixels`; the attack's own seed list is cut to the group by `by_size`."""
+
+    def run(pixels, target, seed=None):
+        a = attack if seed is None else dataclasses.replace(attack, seed=seed)
+        return a.perturb(model, pixels, None if attack.surface == "encoder" else target).pixels
+
+    run.seeds = attack.seed
+    return run
+
+
+def size_groups(batch: Mapping) -> list[tuple[torch.Tensor | None, tuple[int, int]]]:
+    """`(indices, (h, w))` per distinct true image size of a batch; `[(None, (H, W))]` when all agree."""
+    sizes = batch.get("image_size")
+    if sizes is None:
+        return [(None, tuple(batch["pixel_values"].shape[-2:]))]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, (h, w) in enumerate(sizes.tolist()):
+        groups.setdefault((h, w), []).append(j)
+    return [(torch.tensor(idx, device=sizes.device), hw) for hw, idx in groups.items()]
+
+
+def _crop(t, idx, hw):
+    t = t[idx.to(t.device)]
+    return t[..., : hw[0], : hw[1]] if t.ndim >= 3 else t  # images [b,3,H,W], masks / depth [b,H,W]; labels [b]
+
+
+def by_size(fn: Callable, pixels, target, groups):
+    """Apply `fn(pixels, target)` to each size group of the batch (images cropped to their true size)
+    and put the outputs back in batch order, dense outputs padded with 0 to the batch canvas."""
+    idx, _ = groups[0]
+    if idx is None:
+        return fn(pixels, target)
+    seeds = getattr(fn, "seeds", None)  # per-image seeds travel with their images
+    out = None
+    for idx, hw in groups:
+        kw = {"seed": [seeds[j] for j in idx.tolist()]} if isinstance(seeds, list) else {}
+        part = fn(_crop(pixels, idx, hw), _crop(target, idx, hw), **kw)
+        if out is None:
+            shape = part.shape[1:-2] + pixels.shape[-2:] if part.ndim >= 3 else part.shape[1:]
+            out = part.new_zeros((pixels.shape[0], *shape))
+        if part.ndim >= 3:
+            part = torch.nn.functional.pad(part, (0, pixels.shape[-1] - hw[1], 0, pixels.shape[-2] - hw[0]))
+        out[idx.to(out.device)] = part
+    return out

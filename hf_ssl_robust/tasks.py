@@ -69,7 +69,7 @@ class Task:
 
     def attack_kwargs(self, attack: str, spec) -> dict:
         """Task-specific attack settings: which tokens EmbedAttack targets, ignore index, max depth."""
-        if attack == "embed":
+        if attack == "embed":  # the head's `read_tokens` decides which tokens; kept for bare encoders
             return {"tokens": self.embed_tokens, "pre_norm": self.embed_pre_norm}
         if attack == "segpgd":
             return {"ignore_index": spec.ignore_index}

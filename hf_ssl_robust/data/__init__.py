@@ -6,6 +6,7 @@
 from .loading import (
     DEFAULT_SHAPES_SAMPLES,
     DatasetUnavailableError,
+    IndexedDataset,
     ShapesTensorDataset,
     UnifiedDataset,
     check_columns,
@@ -38,6 +39,7 @@ __all__ = [
     "Compose",
     "DatasetSpec",
     "DatasetUnavailableError",
+    "IndexedDataset",
     "PadToMultiple",
     "RandomCrop",
     "RandomHorizontalFlip",

@@ -38,6 +38,7 @@ __all__ = [
     "UnifiedDataset",
     "ShapesTensorDataset",
     "collate",
+    "IndexedDataset",
     "make_dataset",
     "make_dataloader",
 ]
@@ -391,20 +392,41 @@ class ShapesTensorDataset(UnifiedDataset):
 
 
 def collate(samples: list[dict[str, torch.Tensor]], ignore_index: int = 255) -> dict[str, torch.Tensor]:
-    """Stack samples into the unified batch. Mixed sizes are padded bottom-right to the largest:
-    image with 0, mask with ``ignore_index``, depth with 0 (invalid), so metrics skip the padding."""
+    """Stack samples into the unified batch.
+
+    Mixed sizes are stored padded bottom-right to the largest (image with 0, mask with
+    ``ignore_index``, depth with 0 = invalid) only so that they fit in one tensor: the batch then
+    carries ``image_size`` (``[B, 2]`` true heights and widths), and :func:`hf_ssl_robust.evaluation.evaluate`
+    crops every image back to its own size before any model or attack sees it (DESIGN §5).
+    """
     if not samples:
         raise ValueError("collate: empty list of samples")
     batch: dict[str, torch.Tensor] = {}
-    h = max(s["pixel_values"].shape[-2] for s in samples)
-    w = max(s["pixel_values"].shape[-1] for s in samples)
+    sizes = [tuple(s["pixel_values"].shape[-2:]) for s in samples]
+    h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
     fills = {"pixel_values": 0.0, "mask": ignore_index, "depth": 0.0}
     for key in samples[0]:
         values = [s[key] for s in samples]
         if key in fills:
             values = [torch.nn.functional.pad(v, (0, w - v.shape[-1], 0, h - v.shape[-2]), value=fills[key]) for v in values]
         batch[key] = torch.stack(values)
+    if len(set(sizes)) > 1:
+        batch["image_size"] = torch.tensor(sizes, dtype=torch.int64)
     return batch
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """Adds each sample's position (``index``) to it, so that per-image seeds do not depend on batching."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.spec = getattr(dataset, "spec", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {**self.dataset[index], "index": torch.tensor(int(index), dtype=torch.int64)}
 
 
 # --- the one construction function tests and scripts swap -------------------------------------
