@@ -28,7 +28,8 @@ from .data.transforms import RandomHorizontalFlip, eval_transform, train_transfo
 from .encoders import load_encoder
 from .evaluation import evaluate
 from .results import write_json
-from .tasks import default_image_size, get_task
+from .sizes import encoder_family, resolve_input_size
+from .tasks import get_task
 
 logger = get_logger(__name__)
 
@@ -49,7 +50,7 @@ class TrainHeadConfig:
     dataset: str = field(default="shapes", metadata={"help": "Registry dataset name (see `hf-ssl-robust info`)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where the head is saved (default outputs/heads/<encoder>-<dataset>-<task>)."})
     data_dir: str | None = field(default=None, metadata={"help": "Local folder for datasets that are not on the Hub."})
-    image_size: int | None = field(default=None, metadata={"help": "Training / window size (default: the dataset's)."})
+    image_size: int | None = field(default=None, metadata={"help": "Input size: square side (classification), short side and window (dense tasks). Default: the paper's size for the encoder family and dataset (see `hf-ssl-robust info` / hf_ssl_robust.sizes)."})
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -142,14 +143,15 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     hp = cfg.hyperparameters(spec)
     set_seed(cfg.seed)
     encoder = load_encoder(encoder if encoder is not None else cfg.encoder)
-    image_size = cfg.image_size or default_image_size(encoder, spec)
-    image_size = image_size if isinstance(image_size, int) else min(image_size)  # the head's window / crop side
-    head_kwargs = task.head_kwargs(spec, image_size)
+    inp = resolve_input_size(encoder_family(encoder.config.model_type), spec, cfg.image_size)  # the paper's sizes
+    size = inp.size
+    image_size = inp.window or (size if isinstance(size, int) else min(size))  # the head's window / crop side
+    head_kwargs = task.head_kwargs(spec, image_size, window_stride=inp.stride)
     show = accelerator.is_local_main_process
 
-    data_kw = dict(data_dir=cfg.data_dir, image_size=image_size, seed=cfg.seed)
+    data_kw = dict(data_dir=cfg.data_dir, image_size=size, seed=cfg.seed)
     base = make_dataset(spec, "train", num_samples=cfg.num_train_samples, **data_kw,
-                        transform=None if spec.source == "synthetic" else eval_transform(task.name, image_size, ignore_index=spec.ignore_index))
+                        transform=None if spec.source == "synthetic" else eval_transform(task.name, size, ignore_index=spec.ignore_index))
     perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     n_val = max(1, round(cfg.val_fraction * len(base)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -168,7 +170,8 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
         train_data = _CachedFeatures(feats, targets, cfg.seed)
         collate_fn = None
     else:
-        aug = train_transform(task.name, image_size, ignore_index=spec.ignore_index, seed=cfg.seed) if cfg.augment else None
+        crop = inp.crop or size
+        aug = train_transform(task.name, crop, ignore_index=spec.ignore_index, seed=cfg.seed) if cfg.augment else None
         full = make_dataset(spec, "train", num_samples=cfg.num_train_samples, transform=aug, **data_kw)
         train_data = Subset(full, train_idx)
         collate_fn = collate
@@ -198,7 +201,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
         "task": task.name, "encoder": str(cfg.encoder or encoder.name_or_path), "dataset": spec.name,
         "eval_split": spec.eval_split, "metrics": clean, "validation": result["best_val"],
         "best_epoch": result["best_epoch"], "hyperparameters": {**hp, "lr": lr}, "lr_search": attempts,
-        "image_size": image_size, "feature_cache": use_cache, "num_train": len(train_idx), "num_val": n_val,
+        "image_size": image_size, "input_size": size, "window_stride": inp.stride, "feature_cache": use_cache, "num_train": len(train_idx), "num_val": n_val,
         "timings": timings, "config": asdict(cfg),
     }
     if cfg.output_dir is not None:

@@ -139,6 +139,8 @@ def _load_local(spec: DatasetSpec, split: str):
         if path.suffix != ".parquet":
             raise ValueError(f"Dataset {spec.name!r}: data_dir {str(path)!r} is a file but not .parquet")
         return datasets.load_dataset("parquet", data_files=str(path), split="train")
+    if (path / "leftImg8bit").is_dir() and (path / "gtFine").is_dir():
+        return _load_cityscapes_layout(spec, path, split)
     if (path / split / "state.json").exists():
         return datasets.load_from_disk(str(path / split))
     if (path / "dataset_dict.json").exists():
@@ -147,6 +149,23 @@ def _load_local(spec: DatasetSpec, split: str):
         return datasets.load_from_disk(str(path))
     builder = "parquet" if any(path.rglob("*.parquet")) else "imagefolder"
     return _pick_split(datasets.load_dataset(builder, data_dir=str(path)), split, path)
+
+
+def _load_cityscapes_layout(spec: DatasetSpec, path: Path, split: str):
+    """The folder as downloaded from cityscapes-dataset.com: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png``
+    paired with ``gtFine/<split>/<city>/*_gtFine_labelIds.png`` (columns: the spec's image and target)."""
+    import datasets
+
+    splits = sorted(p.name for p in (path / "leftImg8bit").iterdir() if p.is_dir())
+    if split not in splits:
+        raise ValueError(f"Split {split!r} not found in {str(path / 'leftImg8bit')!r}; available: {splits} (pass train_split= / eval_split=)")
+    images = sorted((path / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
+    masks = [path / "gtFine" / split / f.parent.name / f.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png") for f in images]
+    missing = [str(m) for m in masks if not m.is_file()]
+    if missing or not images:
+        raise ValueError(f"Cityscapes folder {str(path)!r}, split {split!r}: {len(images)} images, missing label files {missing[:3]}")
+    features = datasets.Features({spec.image_column: datasets.Image(), spec.target_column: datasets.Image()})
+    return datasets.Dataset.from_dict({spec.image_column: [str(f) for f in images], spec.target_column: [str(m) for m in masks]}, features=features)
 
 
 def _pick_split(dataset_dict, split: str, path: Path):
@@ -333,7 +352,7 @@ class UnifiedDataset(torch.utils.data.Dataset):
     number of workers; call :meth:`set_epoch` for fresh augmentations each epoch.
     """
 
-    def __init__(self, dataset, spec: DatasetSpec, transform=None, *, seed: int = 0, nan_depth: str = "error"):
+    def __init__(self, dataset, spec: DatasetSpec, transform=None, *, seed: int = 0, nan_depth: str | None = None):
         import datasets
 
         check_columns(dataset, spec)
@@ -343,7 +362,7 @@ class UnifiedDataset(torch.utils.data.Dataset):
             if isinstance(feature, datasets.Image) and feature.decode:
                 dataset = dataset.cast_column(column, datasets.Image(decode=False))
         self.dataset, self.spec, self.transform = dataset, spec, transform
-        self.seed, self.epoch, self.nan_depth = seed, 0, nan_depth
+        self.seed, self.epoch, self.nan_depth = seed, 0, nan_depth or spec.nan_depth
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -440,7 +459,7 @@ def make_dataset(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     image_size: int | tuple[int, int] | None = None,
-    nan_depth: str = "error",
+    nan_depth: str | None = None,
     fast: bool = True,
     **overrides: Any,
 ) -> torch.utils.data.Dataset:
