@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from .attacks import ATTACKS, make_attack
 from .batching import find_max_batch_size
 from .data import get_dataset_spec, make_dataset
-from .data.loading import IndexedDataset, collate
+from .data.loading import IndexedDataset, collate, resolve_num_workers
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
 from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
@@ -158,7 +158,7 @@ def _head(cfg, encoder, encoder_name, task_name, dataset, accelerator):
     train_cfg = TrainHeadConfig(
         encoder=encoder_name, task=task_name, dataset=dataset, output_dir=str(Path(cfg.output_dir) / "heads" / slug),
         data_dir=cfg.data_dirs.get(dataset), image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr,
-        num_train_samples=cfg.num_train_samples, seed=cfg.seed,
+        num_train_samples=cfg.num_train_samples, num_workers=cfg.num_workers, seed=cfg.seed,
     )
     model, _ = train_head(train_cfg, accelerator=accelerator, encoder=encoder)
     return model.eval(), spec
@@ -197,7 +197,8 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
     if batch_size == "auto":
         batch_size = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key)
         logger.info(f"--batch_size auto: {batch_size}", main_process_only=True)
-    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
+    workers = resolve_num_workers(cfg.num_workers, dataset)
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers))
     examples: dict = {}
 
     def keep_examples(batch, preds):

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .data import get_dataset_spec, make_dataset
-from .data.loading import collate
+from .data.loading import collate, resolve_num_workers
 from .data.transforms import RandomHorizontalFlip, eval_transform, train_transform
 from .encoders import load_encoder
 from .evaluation import evaluate
@@ -64,6 +64,7 @@ class TrainHeadConfig:
     num_train_samples: int | None = field(default=None, metadata={"help": "Subset of the training split (ShapesWorld: how many to render)."})
     num_eval_samples: int | None = field(default=None, metadata={"help": "Subset of the evaluation split."})
     eval_batch_size: int = 64
+    num_workers: str = field(default="auto", metadata={"help": "DataLoader workers; auto: none for in-memory data (ShapesWorld, cached features), else up to 8 (one core left free)."})
     seed: int = 0
 
     def __post_init__(self):
@@ -74,6 +75,7 @@ class TrainHeadConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
         if self.optimizer is not None and self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}.")
+        resolve_num_workers(self.num_workers)
 
     def hyperparameters(self, spec=None) -> dict:
         """The paper's preset for the task, then the dataset's own `head_presets`, then explicit settings."""
@@ -83,6 +85,8 @@ class TrainHeadConfig:
 
 class _CachedFeatures(Dataset):
     """Cached `(features, target)` of each image and, with flips, of its mirror image."""
+
+    in_memory = True  # no DataLoader workers needed
 
     def __init__(self, features: torch.Tensor, targets: torch.Tensor, seed: int):
         self.features, self.targets, self.seed, self.epoch = features, targets, seed, 0  # [V, N, ...]
@@ -112,9 +116,9 @@ def _cache_size_gb(model, task, n: int, image_size: int, views: int) -> float:
 
 
 @torch.no_grad()
-def _extract(model, dataset, task, views: int, batch_size: int, show: bool):
+def _extract(model, dataset, task, views: int, batch_size: int, show: bool, num_workers="auto"):
     feats, targets = [[] for _ in range(views)], [[] for _ in range(views)]
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=resolve_num_workers(num_workers, dataset))
     for batch in tqdm(loader, desc="caching features", disable=not show, leave=False):
         for v in range(views):
             sample = {"pixel_values": batch["pixel_values"], task.target_key: batch[task.target_key]}
@@ -166,7 +170,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     timings = {}
     start = time.perf_counter()
     if use_cache:
-        feats, targets = _extract(probe, Subset(base, train_idx), task, views, cfg.eval_batch_size, show)
+        feats, targets = _extract(probe, Subset(base, train_idx), task, views, cfg.eval_batch_size, show, cfg.num_workers)
         train_data = _CachedFeatures(feats, targets, cfg.seed)
         collate_fn = None
     else:
@@ -195,7 +199,8 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     timings["train_s"] = sum(a["seconds"] for a in attempts)
     model = result["model"]
 
-    eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate))
+    eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate,
+                                                 num_workers=resolve_num_workers(cfg.num_workers, eval_ds)))
     clean = evaluate(model, eval_loader, task, spec, accelerator=accelerator, desc="test")["none"]
     info = {
         "task": task.name, "encoder": str(cfg.encoder or encoder.name_or_path), "dataset": spec.name,
@@ -228,8 +233,9 @@ def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accel
     else:
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=hp["weight_decay"])
     loader = DataLoader(train_data, batch_size=hp["batch_size"], shuffle=True, collate_fn=collate_fn,
-                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_data) > hp["batch_size"])
-    val_loader = DataLoader(val_data, batch_size=cfg.eval_batch_size, collate_fn=collate)
+                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_data) > hp["batch_size"],
+                        num_workers=resolve_num_workers(cfg.num_workers, train_data))
+    val_loader = DataLoader(val_data, batch_size=cfg.eval_batch_size, collate_fn=collate, num_workers=resolve_num_workers(cfg.num_workers, val_data))
     model, opt, loader, val_loader = accelerator.prepare(model, opt, loader, val_loader)
     best, best_val, best_epoch, diverged = None, None, -1, False
     start = time.perf_counter()

@@ -97,7 +97,7 @@ class DeACLConfig:
     resume: bool = _help("Continue from the latest checkpoint in output_dir/checkpoints.", False)
     eval_every: int = _help("Call the eval callback every N steps (0 = off).", 0)
     log_every: int = _help("Log losses every N steps.", 10)
-    num_workers: int = _help("DataLoader workers.", 0)
+    num_workers: str = _help("DataLoader workers; auto: none for in-memory ShapesWorld, else up to 8 (one core left free).", "auto")
     push_to_hub: str | None = _help("Hub repo to publish the robust encoder to (done by the publishing step).", None)
 
     def __post_init__(self) -> None:
@@ -108,7 +108,10 @@ class DeACLConfig:
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
         for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("attack_steps", "checkpoint_every", "eval_every", "num_workers"):
+        from ..data.loading import resolve_num_workers
+
+        resolve_num_workers(self.num_workers)
+        for name in ("attack_steps", "checkpoint_every", "eval_every"):
             _at_least(name, getattr(self, name), 0)
         for name in ("max_steps", "stop_after_steps", "image_size"):
             if getattr(self, name) is not None:
@@ -399,7 +402,9 @@ def train_deacl(
     logger.info(f"DeACL config: {json.dumps(resolved)}", main_process_only=True)
 
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, stop, rank, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
+    from ..data.loading import resolve_num_workers
+
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=resolve_num_workers(cfg.num_workers, dataset))
     raw_student = accelerator.unwrap_model(student)
     attack_model = raw_student if cfg.attack_on == "student" else teacher
     dense = cfg.objective == "dense"
