@@ -128,6 +128,10 @@ def info_main(argv: list[str] | None = None) -> int:
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:<14} {spec.description}")
     print("Attacks: " + ", ".join(sorted(ATTACKS)))
+    from .sizes import sizes_table
+
+    print("Paper input sizes per encoder family (hf_ssl_robust/sizes.py; --image_size overrides):")
+    print(sizes_table(), end="")
     return 0
 
 

@@ -99,3 +99,12 @@ def test_dry_run__paper_grid_without_weights_or_data(monkeypatch, capsys):
     assert any("cityscapes" in r and "518x1036" in r and "518 / 341 (3)" in r for r in rows)
     assert any("cityscapes" in r and "224x448" in r and "224 / 100 (4)" in r for r in rows)
     assert sum("480x640" in r for r in rows) == 2 and "skipped ade20k x classification" in out
+
+
+def test_readme__shows_the_current_dry_run_of_the_paper_grid(capsys):
+    from pathlib import Path
+
+    argv = ["benchmark", "--encoders", "dinov2-small", "dino-vitb16", "--datasets", "cifar10", "ade20k", "cityscapes", "nyu_depth_v2", "--dry_run"]
+    assert cli_main(argv) == 0
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert capsys.readouterr().out in readme
