@@ -119,7 +119,7 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
     out = Path(cfg.output_dir)
     pairs, skipped = cells(cfg)
     for s in skipped:
-        logger.info(f"skipping {s['dataset']} x {s['task']}: {s['reason']}", main_process_only=True)
+        logger.warning(f"skipping {s['dataset']} x {s['task']}: {s['reason']}", main_process_only=True)
     if accelerator.is_main_process:
         (out / "cells").mkdir(parents=True, exist_ok=True)
         write_json(out / "run_info.json", {**run_info(cfg, accelerator), "skipped": skipped})
