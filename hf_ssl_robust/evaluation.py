@@ -41,10 +41,11 @@ def evaluate(
         model: an `SSLFor...` head (encoder inside, at `model.encoder`).
         loader: batches in the unified form (`pixel_values` + the task's target key).
         task, spec: the task and the dataset spec (classes, ignore index, max depth).
-        attacks: name -> attack; `surface == "encoder"` attacks perturb `model.encoder`, the
-            others perturb `model` against the batch target.
+        attacks: name -> attack, each run on `model`: EmbedAttack (`surface == "encoder"`) on the
+            tokens the head reads (`model.read_tokens`), the others against the batch target.
         accelerator: gathers per-sample statistics across processes (`gather_for_metrics`). Seeded
-            attacks are re-seeded per global batch index, so 1 and N processes give the same numbers.
+            attacks are re-seeded per image (`batch["index"]`) or else per global batch index, so 1
+            and N processes give the same numbers.
         on_batch: called with `(batch, {"none": clean_pred, name: adv_pred, ..., "adv/<name>": pixels})`
             (e.g. to keep examples for figures).
 
@@ -66,10 +67,12 @@ def evaluate(
             preds = {"none": by_size(lambda x, t: task.predict(unwrapped(pixel_values=x)), pixels, target, groups)}
             global_batch = i * world + rank  # accelerate gives process r the batches r, r + world, ...
             for name, attack in attacks.items():
-                if attack.seed is not None:  # the same random start for an image however it is batched
-                    seed = [attack.seed + int(k) for k in batch["index"]] if "index" in batch else attack.seed + global_batch
-                    attack = dataclasses.replace(attack, seed=seed)
-                adv = by_size(_perturb(attack, unwrapped), pixels, target, groups)
+                seeds = None
+                if attack.seed is not None and "index" in batch:  # an image's random start, however it is batched
+                    seeds = [attack.seed + int(k) for k in batch["index"]]
+                elif attack.seed is not None:
+                    attack = dataclasses.replace(attack, seed=attack.seed + global_batch)
+                adv = by_size(_perturb(attack, unwrapped), pixels, target, groups, seeds=seeds)
                 preds[name] = by_size(lambda x, t: task.predict(unwrapped(pixel_values=x)), adv, target, groups)
                 preds["adv/" + name] = adv
             for name, meter in meters.items():
@@ -87,13 +90,12 @@ def evaluate(
 
 
 def _perturb(attack: Attack, model) -> Callable:
-    """`(pixels, target) -> adversarial pixels`; the attack's own seed list is cut to the group by `by_size`."""
+    """`(pixels, target, seeds=None) -> adversarial pixels` (`seeds`: one per image)."""
 
-    def run(pixels, target, seed=None):
-        a = attack if seed is None else dataclasses.replace(attack, seed=seed)
+    def run(pixels, target, seeds=None):
+        a = attack if seeds is None else dataclasses.replace(attack, seed=seeds)
         return a.perturb(model, pixels, None if attack.surface == "encoder" else target).pixels
 
-    run.seeds = attack.seed
     return run
 
 
@@ -113,16 +115,16 @@ def _crop(t, idx, hw):
     return t[..., : hw[0], : hw[1]] if t.ndim >= 3 else t  # images [b,3,H,W], masks / depth [b,H,W]; labels [b]
 
 
-def by_size(fn: Callable, pixels, target, groups):
+def by_size(fn: Callable, pixels, target, groups, seeds: list[int] | None = None):
     """Apply `fn(pixels, target)` to each size group of the batch (images cropped to their true size)
-    and put the outputs back in batch order, dense outputs padded with 0 to the batch canvas."""
+    and put the outputs back in batch order, dense outputs padded with 0 to the batch canvas.
+    `seeds` (one per image) are cut to each group and passed on as `fn(..., seeds=...)`."""
     idx, _ = groups[0]
     if idx is None:
-        return fn(pixels, target)
-    seeds = getattr(fn, "seeds", None)  # per-image seeds travel with their images
+        return fn(pixels, target) if seeds is None else fn(pixels, target, seeds=seeds)
     out = None
     for idx, hw in groups:
-        kw = {"seed": [seeds[j] for j in idx.tolist()]} if isinstance(seeds, list) else {}
+        kw = {} if seeds is None else {"seeds": [seeds[j] for j in idx.tolist()]}
         part = fn(_crop(pixels, idx, hw), _crop(target, idx, hw), **kw)
         if out is None:
             shape = part.shape[1:-2] + pixels.shape[-2:] if part.ndim >= 3 else part.shape[1:]

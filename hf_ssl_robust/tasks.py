@@ -99,13 +99,6 @@ TASKS: dict[str, Task] = {
 }
 
 
-def default_image_size(encoder, spec) -> int | tuple[int, int]:
-    """The paper's evaluation input size for `encoder` on `spec` (`hf_ssl_robust.sizes`)."""
-    from .sizes import encoder_family, resolve_input_size
-
-    return resolve_input_size(encoder_family(encoder.config.model_type), spec).size
-
-
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; available: {sorted(TASKS)}")
