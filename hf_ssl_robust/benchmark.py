@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 from .attacks import ATTACKS, make_attack
 from .batching import find_max_batch_size
 from .data import get_dataset_spec, make_dataset
-from .data.loading import IndexedDataset, collate, resolve_num_workers
+from .data.loaders import IndexedDataset, resolve_num_workers
+from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
 from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json

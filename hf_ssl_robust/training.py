@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .data import get_dataset_spec, make_dataset
-from .data.loading import collate, resolve_num_workers
+from .data.loaders import resolve_num_workers
+from .data.loading import collate
 from .data.transforms import RandomHorizontalFlip, eval_transform, train_transform
 from .encoders import load_encoder
 from .evaluation import evaluate

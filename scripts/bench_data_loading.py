@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 from transformers import Dinov2Config, Dinov2Model  # noqa: E402
 
 from hf_ssl_robust.data import collate, make_dataset, train_transform  # noqa: E402
-from hf_ssl_robust.data.loading import resolve_num_workers  # noqa: E402
+from hf_ssl_robust.data.loaders import resolve_num_workers  # noqa: E402
 from hf_ssl_robust.heads import SSLForSemanticSegmentation  # noqa: E402
 from hf_ssl_robust.results import write_json  # noqa: E402
 

@@ -76,7 +76,7 @@ def test_cli__benchmark_over_every_twin_in_one_call(tiny_dinov2_path, format_twi
 def test_num_workers__auto_and_identical_training(tiny_dinov2_path, format_twins, tmp_path, monkeypatch):
     """Workers change nothing but speed: a segmentation head trained on the VOC twin with 0 and 2 workers is identical."""
     from hf_ssl_robust.data import make_dataset
-    from hf_ssl_robust.data.loading import resolve_num_workers
+    from hf_ssl_robust.data.loaders import resolve_num_workers
     from hf_ssl_robust.training import TrainHeadConfig, train_head
 
     monkeypatch.setattr("os.cpu_count", lambda: 6)

@@ -6,7 +6,6 @@
 from .loading import (
     DEFAULT_SHAPES_SAMPLES,
     DatasetUnavailableError,
-    IndexedDataset,
     ShapesTensorDataset,
     UnifiedDataset,
     check_columns,
@@ -16,6 +15,7 @@ from .loading import (
     make_dataset,
     to_unified,
 )
+from .loaders import IndexedDataset, resolve_num_workers
 from .registry import DATASETS, TARGET_KEYS, TASKS, DatasetSpec, get_dataset_spec, register_dataset
 from .transforms import (
     CenterCrop,
@@ -55,6 +55,7 @@ __all__ = [
     "load_split",
     "make_dataloader",
     "make_dataset",
+    "resolve_num_workers",
     "register_dataset",
     "to_unified",
     "train_transform",

@@ -38,8 +38,6 @@ __all__ = [
     "UnifiedDataset",
     "ShapesTensorDataset",
     "collate",
-    "IndexedDataset",
-    "resolve_num_workers",
     "make_dataset",
     "make_dataloader",
 ]
@@ -433,45 +431,6 @@ def collate(samples: list[dict[str, torch.Tensor]], ignore_index: int = 255) -> 
     if len(set(sizes)) > 1:
         batch["image_size"] = torch.tensor(sizes, dtype=torch.int64)
     return batch
-
-
-class IndexedDataset(torch.utils.data.Dataset):
-    """Adds each sample's position (``index``) to it, so that per-image seeds do not depend on batching."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.spec = getattr(dataset, "spec", None)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {**self.dataset[index], "index": torch.tensor(int(index), dtype=torch.int64)}
-
-
-def resolve_num_workers(value: int | str, dataset=None) -> int:
-    """DataLoader workers for ``value`` (an int or ``"auto"``). ``auto``: 0 for data already in memory
-    (ShapesWorld tensors, cached features: workers would only add start-up time), otherwise one
-    worker per free core (one core left for the model, split between local processes), at most 8.
-
-    Raises:
-        ValueError: neither ``"auto"`` nor an integer >= 0.
-    """
-    if str(value) != "auto":
-        try:
-            n = int(value)
-        except ValueError:
-            n = -1
-        if n < 0:
-            raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {value!r}")
-        return n
-    inner = dataset
-    while hasattr(inner, "dataset") and not isinstance(inner, UnifiedDataset):  # Subset, IndexedDataset
-        inner = inner.dataset
-    if isinstance(inner, ShapesTensorDataset) or getattr(inner, "in_memory", False):
-        return 0
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(0, min(8, ((os.cpu_count() or 1) - 1) // max(local, 1)))
 
 
 # --- the one construction function tests and scripts swap -------------------------------------

@@ -108,7 +108,7 @@ class DeACLConfig:
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
         for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every"):
             _at_least(name, getattr(self, name), 1)
-        from ..data.loading import resolve_num_workers
+        from ..data.loaders import resolve_num_workers
 
         resolve_num_workers(self.num_workers)
         for name in ("attack_steps", "checkpoint_every", "eval_every"):
@@ -408,7 +408,7 @@ def train_deacl(
     logger.info(f"DeACL config: {json.dumps(resolved)}", main_process_only=True)
 
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, stop, rank, world, seeded=cfg.augment)
-    from ..data.loading import resolve_num_workers
+    from ..data.loaders import resolve_num_workers
 
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=resolve_num_workers(cfg.num_workers, dataset))
     raw_student = accelerator.unwrap_model(student)
