@@ -2,8 +2,7 @@
 
 `benchmark_problems(cfg)` returns one message per problem (unknown dataset, task, attack or norm,
 an ε the norm does not allow, a `--data_dir` that names no requested dataset or does not exist, a
-local-only dataset without one, an encoder whose config cannot be found or whose family is not
-supported, ...); `run_benchmark` and `--dry_run` raise them all at once as one `ValueError`, which
+local-only dataset without one, an encoder whose config cannot be found, ...); `run_benchmark` and `--dry_run` raise them all at once as one `ValueError`, which
 the CLI turns into exit code 2. Nothing here loads weights or data: encoders are described from
 their `config.json` (a folder, the Hub cache, or the known presets).
 
@@ -53,8 +52,10 @@ class EncoderInfo:
 def describe_encoder(name: str) -> EncoderInfo:
     """Read an encoder's config without loading weights (folder, then the Hub cache, then the presets).
 
+    Whether the backbone family is supported is decided by `load_encoder` (its registry), not here.
+
     Raises:
-        ValueError: nothing describes it, or it is not a supported kind of backbone.
+        ValueError: nothing describes it (no folder config, not cached, not a known preset).
     """
     from .encoders import hub_offline, hub_reachable, resolve_encoder_name
 
@@ -82,12 +83,7 @@ def describe_encoder(name: str) -> EncoderInfo:
     model_type = config.get("model_type", "")
     patch = config.get("patch_size")
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    family = encoder_family(model_type)
-    if family is None and (patch is None or config.get("hidden_size") is None):
-        raise ValueError(
-            f"encoder {name!r}: model_type {model_type!r} is not a supported backbone (a ViT-style model with "
-            f"hidden_size and patch_size; known families: {', '.join(sorted({encoder_family(t) for t in _model_types()}))})."
-        )
+    family = encoder_family(model_type)  # None: a family with no row in the sizes table (its own sizes)
     return EncoderInfo(name, resolved, model_type, family, patch, config.get("hidden_size"), source)
 
 
@@ -95,12 +91,6 @@ def _presets():
     from .encoders import PRESETS
 
     return PRESETS
-
-
-def _model_types():
-    from .sizes import FAMILY_OF_MODEL_TYPE
-
-    return FAMILY_OF_MODEL_TYPE
 
 
 def parse_data_dirs(values, datasets: list[str]) -> tuple[dict[str, str], list[str]]:
