@@ -2,9 +2,11 @@
 
 An attack is a stateless dataclass that is its own config. It defines only its objective
 (`loss(outputs, target, step) -> [B]`, maximised), optionally `forward` (how to call the model),
-`prepare_target` (e.g. the clean embedding) and `score` (the per-sample damage used to keep the
-best iterate). `projected_gradient_ascent` owns everything else: validation, random start, the
-sign (L-inf) or normalised (L2) gradient step, the projection, and leaving the model untouched.
+`prepare_target` (e.g. the clean embedding), `score` (the per-sample damage used to keep the
+best iterate) and `step_policy` (how a gradient becomes the next iterate: a fixed step by default,
+APGD's schedule in `apgd.py`). `projected_gradient_ascent` owns everything else: validation,
+random start, the sign (L-inf) or normalised (L2) gradient step, the projection, and leaving the
+model untouched.
 
 Threat model: `‖x_adv − x‖ ≤ eps` (L-inf or L2, per sample) and `x_adv ∈ [0, 1]`, with eps in
 [0, 1] pixel units. Both hold exactly in floating point for L-inf; for L2 up to a 1e-5 margin
