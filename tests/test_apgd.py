@@ -205,3 +205,19 @@ def test_apgd__bad_settings_give_clear_errors(tiny_encoder):
     two_classes = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2))
     with pytest.raises(ValueError, match="at least 3 classes"):
         make_attack("apgd", loss="dlr", steps=1).perturb(two_classes, x, torch.zeros(2, dtype=torch.long))
+
+
+def test_apgd__progressive_radius_goes_beyond_eps_but_returns_inside(tiny_encoder):
+    """SEA's schedule: forwards see perturbations up to 2ε in the first phase; the result is inside ε."""
+    _, model, x, masks = make_case("segpgd", "segmentation", tiny_encoder)
+    seen = []
+    model.register_forward_pre_hook(lambda m, inp: seen.append(float((inp[0].detach() - x).abs().max())))
+    eps = 4 / 255
+    attack = make_attack("apgd", loss="js", eps=eps, steps=10, seed=0, progressive=True)
+    result = attack.perturb(model, x, masks)
+    assert (result.pixels - x).abs().max() <= eps and result.pixels.min() >= 0 and result.pixels.max() <= 1
+    assert max(seen[:4]) > 1.5 * eps and max(seen[:4]) <= 2 * eps + 1e-6  # phase 1 (steps 0-2): up to 2ε
+    assert max(seen[7:]) <= eps + 1e-6  # iterates of the last phase (steps 7-9) and the final one: inside ε
+    assert torch.equal(attack.perturb(model, x, masks).pixels, result.pixels)  # deterministic
+    with pytest.raises(ValueError, match="needs track_best"):
+        make_attack("apgd", progressive=True, track_best=False)

@@ -154,3 +154,18 @@ def test_evaluate__worst_case_needs_no_extra_forward(tiny_encoder):
     assert counts[0] == counts[1] and "worst" in results[1] and "worst" not in results[0]
     assert {k: v for k, v in results[1].items() if k != "worst"} == results[0]
     assert results[1]["worst"]["accuracy"] <= min(results[0][a]["accuracy"] for a in attacks)
+
+
+def test_tables_and_space__show_apgd_and_worst_rows(tmp_path):
+    from hf_ssl_robust.results import plot_robustness_curves
+    from hf_ssl_robust.space_backend import leaderboard
+
+    base = dict(encoder="enc", task="classification", dataset="shapes", steps=20, metric="accuracy", num_samples=8)
+    values = {("none", 0.0): 0.9, ("worst", 8 / 255): 0.1, ("apgd:dlr", 8 / 255): 0.2, ("pgd", 8 / 255): 0.3, ("embed", 8 / 255): 0.05}
+    records = [dict(base, attack=a, eps=e, value=v) for (a, e), v in values.items()]
+    md = markdown_tables(records)
+    assert "| Dataset | Encoder | Clean | EmbedAttack | PGD | APGD-DLR | Worst case |" in md
+    assert "| shapes | enc | 0.90 | 0.05 | 0.30 | 0.20 | 0.10 |" in md
+    headers, rows = leaderboard(records)
+    assert rows[0][headers.index("attack")] == "worst" and rows[0][headers.index("attacked (worst)")] == 0.1
+    assert plot_robustness_curves(records, tmp_path / "curves.png").is_file()

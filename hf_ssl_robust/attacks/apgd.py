@@ -53,16 +53,35 @@ def checkpoints(steps: int) -> list[int]:
 
 
 class APGDStep(StepPolicy):
-    """AutoAttack's step-size schedule with momentum and restarts from the best point (module docstring)."""
+    """AutoAttack's step-size schedule with momentum and restarts from the best point (module docstring).
+
+    With `progressive=True` (SEA) the radius is 2ε, 1.5ε, then ε over 30 / 30 / 40 % of the steps;
+    each phase is an APGD run of its own length that starts from the previous phase's best point
+    projected onto the smaller ball, and only iterates of the last phase (inside ε) are admissible
+    as the returned best.
+    """
 
     def __init__(self, attack: APGD, x: Tensor, radius: float) -> None:
         super().__init__(attack, x, radius)
-        self.checks = checkpoints(attack.steps)
-        self.last_check = 0
+        self.eps, steps = radius, attack.steps
+        bounds = [(0, 1.0)]
+        if attack.progressive and steps > 1:
+            bounds = [(0, 2.0), (min(round(0.3 * steps), steps - 1), 1.5), (min(round(0.6 * steps), steps - 1), 1.0)]
+        self.phases = dict(bounds)  # start step -> radius factor; a later phase with the same start wins
+        self.last_phase = max(self.phases)
+
+    def admissible(self, step: int) -> bool:
+        return step == 0 or step > self.last_phase  # produced with radius ε
 
     def next(self, x_adv: Tensor, grad: Tensor, loss: Tensor, step: int) -> Tensor:
         loss = loss.float()
-        if step == 0:
+        if step in self.phases:  # a new APGD run: fresh step size, checkpoints and best point
+            self.radius = self.phases[step] * self.eps
+            if step > 0:  # continue from the best point so far, inside the smaller ball; its loss is not known yet
+                x_adv, grad, loss = self.project(self.best_x), self.best_grad, torch.full_like(loss, float("-inf"))
+            starts = sorted(self.phases) + [self.attack.steps]
+            self.checks = {step + c for c in checkpoints(starts[starts.index(step) + 1] - step)}
+            self.last_check, self.phase_start = step, step
             self.eta = torch.full_like(loss, 2 * self.radius)  # [B] per-image step
             self.best_x, self.best_loss, self.best_grad = x_adv, loss, grad
             self.rises = torch.zeros_like(loss)
@@ -77,7 +96,7 @@ class APGDStep(StepPolicy):
                 x_adv, grad = self._check(x_adv, grad, step)
         self.last_loss = loss
         z = self.project(x_adv + self.eta.view(-1, 1, 1, 1) * self.direction(grad))
-        if step > 0:
+        if step > self.phase_start:
             a = self.attack.momentum
             z = self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - self.prev))
         self.prev = x_adv
@@ -109,6 +128,8 @@ class APGD(Attack):
         ignore_index: segmentation label that counts nowhere.
         max_depth: depth ground truth above this (metres) is invalid.
         tolerance: `depth_tol` keeps the pixels with `max(d̂/d, d/d̂)` below this (δ1: 1.25).
+        progressive: SEA's progressive radius 2ε → 1.5ε → ε over 30 / 30 / 40 % of the steps
+            (`APGDStep`); the returned image is always inside ε. Needs `track_best`.
     """
 
     loss: str = "ce"
@@ -118,6 +139,7 @@ class APGD(Attack):
     ignore_index: int = 255
     max_depth: float = 10.0
     tolerance: float = 1.25
+    progressive: bool = False
     track_best: bool = True
 
     @property
@@ -134,6 +156,8 @@ class APGD(Attack):
             raise ValueError(f"rho must lie in (0, 1], got {self.rho}.")
         if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
             raise ValueError(f"restarts must be an int >= 1, got {self.restarts!r}.")
+        if self.progressive and not self.track_best:
+            raise ValueError("progressive=True returns the best iterate inside eps: it needs track_best=True.")
         if self.restarts > 1 and not self.track_best:
             raise ValueError("restarts > 1 keeps each image's most damaging run: it needs track_best=True.")
         if not self.max_depth > 0 or not self.tolerance > 1:

@@ -207,7 +207,7 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
             grad = torch.zeros_like(x_adv)
         x_adv = x_adv.detach()
         losses.append(loss.detach().mean())
-        if attack.track_best:
+        if attack.track_best and policy.admissible(step):
             best, best_score = _keep_best(attack, best, best_score, x_adv, outputs, target)
         x_adv = policy.next(x_adv, grad, loss.detach(), step)
         del outputs, loss, grad  # free the graph before the next forward
@@ -234,6 +234,10 @@ class StepPolicy:
     def next(self, x_adv: Tensor, grad: Tensor, loss: Tensor, step: int) -> Tensor:
         """The next iterate from `x_adv` (`[B, 3, H, W]`), its gradient and its objective `[B]`."""
         return self.project(x_adv + self.attack.step_size * self.direction(grad))
+
+    def admissible(self, step: int) -> bool:
+        """Whether the iterate of `step` may be returned (inside the threat model; see APGD's progressive radius)."""
+        return True
 
     def direction(self, grad: Tensor) -> Tensor:
         """Steepest-ascent direction of unit size: sign (L-inf) or gradient / its L2 norm (L2)."""
