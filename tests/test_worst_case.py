@@ -69,12 +69,14 @@ def test_attack_names__apgd_losses_and_the_strong_suite():
                       "depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
     assert expand_attacks(["strong", "pgd"]) == SUITES["strong"]  # duplicates dropped
     assert BenchmarkConfig(encoders=["x"], attacks=["strong"]).worst_case is True
+    cfg = BenchmarkConfig(encoders=["x"], attacks=["strong"], tasks=["depth"])  # members for other tasks are fine
+    assert cfg.attack_plan == {"depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
 
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(attacks=["apgd:cw"]), r"Unknown attack loss 'cw'; available per task: classification: ce, dlr"),
     (dict(attacks=["pgd:ce"]), r"Only apgd takes a loss"),
-    (dict(attacks=["apgd:dlr"], tasks=["segmentation"]), r"'apgd:dlr' is a classification loss but the tasks are \['segmentation'\]"),
+    (dict(attacks=["apgd:dlr"], tasks=["segmentation"]), r"'apgd:dlr' is a classification loss but the tasks are \['segmentation'\]; losses for them: segmentation: \['masked_ce'"),
     (dict(attacks=["embed", "pgd"], worst_case=True), r"--worst_case .* \{'segmentation': \['embed'\], 'depth': \['embed'\]\}"),
     (dict(attacks=["pgd"], tasks=["classification"], worst_case=True), r"fewer than two"),
 ])
