@@ -24,3 +24,7 @@ hf-ssl-robust benchmark --output_dir "$OUT/benchmark"
 for name in shapes-vit-tiny shapes-vit-tiny-deacl; do
     python scripts/bundle_encoder.py "$OUT/$name" "$name" --results "$OUT/benchmark/results.json" --card_copy "model_cards/$name.md"
 done
+# README's tables come from these committed files (python scripts/readme_results.py; tests/test_readme.py checks them)
+mkdir -p docs/embedded_default
+cp "$OUT/benchmark/results.json" "$OUT/benchmark/run_info.json" docs/embedded_default/
+python scripts/readme_results.py
