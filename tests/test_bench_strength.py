@@ -27,3 +27,16 @@ def test_bench_strength__tables_and_pass_counts(tiny_dinov2_path, tmp_path):
     assert rows["classification"]["worst"] <= rows["classification"]["paper"]
     md = (tmp_path / "strength.md").read_text()
     assert "| Task (metric) | ε | Clean | EmbedAttack | Paper attack | Best APGD | Worst case |" in md and "strong suite" in md
+
+
+def test_readme__strength_block_is_the_committed_run():
+    """README's strength/cost tables are `docs/strength/strength.md` of a real run, never typed."""
+    repo = SCRIPT.parents[1]
+    readme = (repo / "README.md").read_text()
+    begin, end = "<!-- strength-results -->\n", "<!-- /strength-results -->"
+    block = readme[readme.index(begin) + len(begin): readme.index(end)]
+    committed = repo / "docs" / "strength" / "strength.md"
+    assert block == (committed.read_text() if committed.is_file() else "")
+    if committed.is_file():
+        report = json.loads((repo / "docs" / "strength" / "strength.json").read_text())
+        assert report["strength"] and report["cost"]
