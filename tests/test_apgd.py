@@ -221,3 +221,10 @@ def test_apgd__progressive_radius_goes_beyond_eps_but_returns_inside(tiny_encode
     assert torch.equal(attack.perturb(model, x, masks).pixels, result.pixels)  # deterministic
     with pytest.raises(ValueError, match="needs track_best"):
         make_attack("apgd", progressive=True, track_best=False)
+
+
+def test_apgd__restarts_with_per_image_seeds(tiny_encoder):
+    _, model, x, target = make_case("pgd", "classification", tiny_encoder)
+    res = APGD(loss="dlr", steps=2, seed=(3, 4), restarts=2).perturb(model, x, target)
+    alone = APGD(loss="dlr", steps=2, seed=(4,), restarts=2).perturb(model, x[1:], target[1:])
+    assert torch.equal(res.pixels[1:], alone.pixels)  # an image's result does not depend on its batch

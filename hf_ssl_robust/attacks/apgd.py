@@ -187,7 +187,7 @@ class APGD(Attack):
             return projected_gradient_ascent(self, model, pixels, target)
         best = None
         for r in range(self.restarts):
-            seed = None if self.seed is None else self.seed + r
+            seed = self.seed if self.seed is None else (tuple(s + r for s in self.seed) if isinstance(self.seed, (list, tuple)) else self.seed + r)
             run = projected_gradient_ascent(dataclasses.replace(self, restarts=1, seed=seed), model, pixels, target)
             if best is None or run.scores is None:  # eps = 0: nothing to compare
                 best = best or run
