@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from torch.utils.data import DataLoader
 
-from .attacks import ATTACKS, make_attack
+from .attack_suites import SUITES, build_attack, check_plan
 from .batching import find_max_batch_size
 from .data import get_dataset_spec, make_dataset
 from .data.loaders import IndexedDataset, resolve_num_workers
@@ -50,12 +50,13 @@ class BenchmarkConfig:
     encoders: list[str] = field(default_factory=list, metadata={"help": "Encoders (preset, Hub id, bundled name, folder)."})
     tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": "classification segmentation depth"})
     datasets: list[str] = field(default_factory=lambda: ["shapes"], metadata={"help": "Registry dataset names."})
-    attacks: list[str] = field(default_factory=lambda: ["embed", "pgd", "segpgd", "depth_pgd"], metadata={"help": "Each applies to the tasks it fits; embed to all."})
+    attacks: list[str] = field(default_factory=lambda: ["embed", "pgd", "segpgd", "depth_pgd"], metadata={"help": "Each applies to the tasks it fits; embed and apgd (each task's default loss) to all; apgd:LOSS to LOSS's task; `strong` = paper attack + embed + APGD with every loss, and --worst_case."})
     eps: list[str] = field(default_factory=lambda: ["8/255"], metadata={"help": "Radii in pixel units, e.g. 2/255 8/255 (L-inf: in [0, 1]; L2 radii may exceed 1)."})
     steps: int = field(default=20, metadata={"help": "Attack steps (paper: 20)."})
     step_size: str = field(default="auto", metadata={"help": "Step size; auto = eps/4 (2/255 at the paper's 8/255)."})
     norm: str = field(default="linf", metadata={"help": "linf | l2"})
-    track_best: bool = field(default=False, metadata={"help": "Keep each image's most damaging iterate."})
+    track_best: bool = field(default=False, metadata={"help": "Keep each image's most damaging iterate (APGD always does)."})
+    worst_case: bool = field(default=False, metadata={"help": "Add a `worst` row: per image the attack that hurt it most (needs >= 2 attacks per task)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the evaluation split (same images clean and attacked)."})
     batch_size: str = field(default="32", metadata={"help": "Evaluation / attack batch size, or `auto`: the largest that fits in memory."})
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Results, heads and plots go here; re-running resumes."})
@@ -76,7 +77,10 @@ class BenchmarkConfig:
 
         check_mixed_precision(self.mixed_precision)
         self.data_dir = [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
+        if any(a in SUITES for a in self.attacks):
+            self.worst_case = True  # a suite is run for its worst case
         raise_problems(benchmark_problems(self, encoders=False))  # every cheap check, all at once
+        self.attack_plan = check_plan(self.attacks, self.tasks, self.worst_case)  # task -> attacks
         self.eps_values = [parse_eps(e, norm=self.norm) for e in self.eps]
         if str(self.batch_size) != "auto":
             self.batch_size = int(self.batch_size)
@@ -104,7 +108,8 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
                 num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
-                data_dir=cfg.data_dirs.get(dataset), mixed_precision=cfg.mixed_precision or "no")
+                data_dir=cfg.data_dirs.get(dataset), mixed_precision=cfg.mixed_precision or "no",
+                **({"worst_case": True} if cfg.worst_case else {}))
     # no batch_size: random starts are seeded per image and mixed sizes never share a canvas
 
 
@@ -133,6 +138,7 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
         write_json(out / "run_info.json", info)
     accelerator.wait_for_everyone()
     logger.info(f"benchmark config: {asdict(cfg)}", main_process_only=True)
+    logger.info(f"attacks per task: {cfg.attack_plan}" + (" + worst case" if cfg.worst_case else ""), main_process_only=True)
 
     records: list[dict] = []
     for encoder_name in cfg.resolved_encoders():
@@ -196,9 +202,9 @@ def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, star
 def _run_cell(cfg, key, model, task, spec, accelerator, out):
     eps = key["eps"]
     attacks = {
-        name: make_attack(name, eps=eps, step_size=cfg.attack_step_size(eps), steps=cfg.steps, norm=cfg.norm,
-                          track_best=cfg.track_best, seed=cfg.seed, **task.attack_kwargs(name, spec))
-        for name in key["attacks"]
+        name: build_attack(name, task, spec, eps=eps, step_size=cfg.attack_step_size(eps), steps=cfg.steps, norm=cfg.norm,
+                           track_best=cfg.track_best, seed=cfg.seed)
+        for name in get_task(key["task"]).attacks(cfg.attacks)  # the order asked for (the key's list is sorted)
     }
     image_size = resolve_input_size(encoder_family(model.encoder.config.model_type), spec, cfg.image_size).size
     dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dirs.get(spec.name), image_size=image_size)
@@ -222,7 +228,8 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
 
     desc = f"{display_name(key['encoder'])} {task.name} ε={format_eps(eps)}"
     start = time.perf_counter()
-    results = evaluate(model, loader, task, spec, attacks=attacks, accelerator=accelerator, desc=desc, on_batch=keep_examples)
+    results = evaluate(model, loader, task, spec, attacks=attacks, accelerator=accelerator, desc=desc, on_batch=keep_examples,
+                       worst_case=cfg.worst_case)
     seconds = time.perf_counter() - start
     records = []
     for attack_name, metrics in results.items():
@@ -273,6 +280,7 @@ def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
         rev = ""
     return {
         "config": asdict(cfg), "seed": cfg.seed, "encoders": cfg.resolved_encoders(), "git_revision": rev or None,
+        "attacks_per_task": cfg.attack_plan, "worst_case": cfg.worst_case,
         "versions": {"hf_ssl_robust": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "accelerate": accelerate.__version__, "python": platform.python_version()},
         "processes": accelerator.num_processes, "device": str(accelerator.device), "mixed_precision": cfg.mixed_precision,

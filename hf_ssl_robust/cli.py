@@ -28,8 +28,12 @@ def benchmark_main(argv: list[str] | None = None) -> int:
 
         print(format_plan(plan_benchmark(cfg), cells(cfg)[1]), end="")
         return 0
-    records = run_benchmark(cfg)
     from accelerate import PartialState
+
+    if PartialState().is_main_process:  # what `strong`, `apgd` and the task filters expand to
+        print("Attacks per task" + (" (+ per-image worst case)" if cfg.worst_case else "") + ": "
+              + "; ".join(f"{task}: {' '.join(names)}" for task, names in cfg.attack_plan.items()))
+    records = run_benchmark(cfg)
 
     if PartialState().is_main_process:
         out = Path(cfg.output_dir)

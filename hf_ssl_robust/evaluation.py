@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .attacks import Attack
 from .precision import autocast
 from .tasks import Task
+from .worst_case import worst_predictions
 
 
 @torch.no_grad()
@@ -35,6 +36,7 @@ def evaluate(
     accelerator=None,
     desc: str = "eval",
     on_batch: Callable[[dict, dict], None] | None = None,
+    worst_case: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Score `model` (a task head) clean and under each attack.
 
@@ -51,16 +53,18 @@ def evaluate(
             autocast (mixed precision), so clean and adversarial metrics share one precision.
         on_batch: called with `(batch, {"none": clean_pred, name: adv_pred, ..., "adv/<name>": pixels})`
             (e.g. to keep examples for figures).
+        worst_case: also score `"worst"`: per image the prediction of the attack that hurt it most
+            (`worst_case.py`), from the predictions made anyway (no extra forward pass).
 
     Returns:
-        `{"none": metrics, <attack name>: metrics, ...}`, each with `num_samples`.
+        `{"none": metrics, <attack name>: metrics, ..., ["worst": metrics]}`, each with `num_samples`.
     """
     attacks = dict(attacks or {})
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
     was_training = unwrapped.training
     unwrapped.eval()
     gather = accelerator.gather_for_metrics if accelerator is not None else None
-    meters = {name: task.make_meter(spec) for name in ["none", *attacks]}
+    meters = {name: task.make_meter(spec) for name in ["none", *attacks, *(["worst"] if worst_case else [])]}
     show = accelerator is None or accelerator.is_local_main_process
     try:
         world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
@@ -79,6 +83,8 @@ def evaluate(
                     adv = by_size(_perturb(attack, unwrapped), pixels, target, groups, seeds=seeds)
                     preds[name] = by_size(lambda x, t: _predict(task, unwrapped, x), adv, target, groups)
                     preds["adv/" + name] = adv
+                if worst_case:
+                    preds["worst"], _ = worst_predictions(task.name, {n: preds[n] for n in attacks}, target, spec)
             for name, meter in meters.items():
                 meter.update(preds[name], target, gather=gather)
             if on_batch is not None:

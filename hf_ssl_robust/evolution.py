@@ -17,7 +17,7 @@ from .attacks import make_attack
 from .data import get_dataset_spec, make_dataset
 from .data.loading import collate
 from .evaluation import evaluate
-from .results import ATTACK_TITLES, parse_eps
+from .results import attack_title, parse_eps
 from .tasks import get_task
 from .training import TrainHeadConfig, train_head
 
@@ -90,7 +90,7 @@ def plot_evolution(jsonl: str | Path, path: str | Path) -> Path | None:
         for attack in metrics(rows[0])[name]:
             xs = [r["step"] for r in rows if name in metrics(r)]
             ys = [metrics(r)[name][attack] for r in rows if name in metrics(r)]
-            ax.plot(xs, ys, "-o", ms=3, label=ATTACK_TITLES.get(attack, attack))
+            ax.plot(xs, ys, "-o", ms=3, label=attack_title(attack))
         ax.set_title(name)
         ax.set_xlabel("DeACL step")
         ax.set_ylabel(task.primary_metric + ("" if task.higher_is_better else " (lower is better)"))

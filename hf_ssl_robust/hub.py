@@ -28,7 +28,7 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-from .results import ATTACK_TITLES, TASK_TABLES, display_name, format_eps, load_records, markdown_tables
+from .results import TASK_TABLES, attack_title, display_name, format_eps, load_records, markdown_tables
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TAGS = ["self-supervised", "adversarial-robustness", "deacl", "hf-ssl-robust", "vision"]
@@ -138,7 +138,7 @@ def metric_label(metric: str, attack: str, eps: float, steps: int | None) -> str
     """`accuracy (clean)` or `accuracy (EmbedAttack, ε=8/255, 20 steps)`."""
     if attack == "none":
         return f"{metric} (clean)"
-    return f"{metric} ({ATTACK_TITLES.get(attack, attack)}, ε={format_eps(float(eps))}" + (f", {steps} steps)" if steps else ")")
+    return f"{metric} ({attack_title(attack)}, ε={format_eps(float(eps))}" + (f", {steps} steps)" if steps else ")")
 
 
 def eval_results_from_records(records: Sequence[dict]) -> list[EvalResult]:

@@ -16,7 +16,24 @@ from fractions import Fraction
 from pathlib import Path
 
 RECORD_KEYS = ("encoder", "task", "dataset", "attack", "eps", "steps", "metric", "value", "num_samples")
-ATTACK_TITLES = {"none": "Clean", "embed": "EmbedAttack", "pgd": "PGD", "segpgd": "SegPGD", "depth_pgd": "DepthPGD"}
+ATTACK_TITLES = {"none": "Clean", "embed": "EmbedAttack", "pgd": "PGD", "segpgd": "SegPGD", "depth_pgd": "DepthPGD",
+                 "worst": "Worst case"}
+LOSS_TITLES = {"ce": "CE", "dlr": "DLR", "masked_ce": "mCE", "balanced_masked_ce": "bal-mCE", "js": "JS", "segpgd": "SegPGD loss",
+               "depth": "depth loss", "depth_tol": "depth-tol"}
+
+
+def attack_title(name: str) -> str:
+    """Column title of an attack: `apgd:dlr` -> `APGD-DLR`, `worst` -> `Worst case`."""
+    base, _, loss = name.partition(":")
+    if base == "apgd":
+        return f"APGD-{LOSS_TITLES.get(loss, loss)}"
+    return ATTACK_TITLES.get(name, name)
+
+
+def _attack_order(name: str) -> tuple[int, str]:
+    """Columns: clean, EmbedAttack, the paper's task attacks, APGD, then the worst case."""
+    rank = {"none": 0, "embed": 1, "worst": 4}.get(name, 3 if name.startswith("apgd") else 2)
+    return rank, name
 TASK_TABLES = {
     "classification": ("Table 1: linear classification accuracy (higher is better)", "accuracy"),
     "segmentation": ("Table 2: semantic segmentation mIoU (higher is better)", "mean_iou"),
@@ -104,11 +121,11 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
             continue
         columns = [("none", 0.0)] + sorted(
             {(r["attack"], float(r["eps"])) for r in rows if r["attack"] != "none"},
-            key=lambda c: (c[0] != "embed", c[0], c[1]),
+            key=lambda c: (*_attack_order(c[0]), c[1]),
         )
         multi_eps = len({eps for a, eps in columns if a != "none"}) > 1
         heads = ["Dataset", "Encoder"] + [
-            ATTACK_TITLES.get(a, a) + (f" ({format_eps(e)})" if multi_eps and a != "none" else "") for a, e in columns
+            attack_title(a) + (f" ({format_eps(e)})" if multi_eps and a != "none" else "") for a, e in columns
         ]
         title = TASK_TABLES.get(task, (f"{task}: {metric}", metric))[0]
         eps_note = ", ".join(sorted({format_eps(e) for a, e in columns if a != "none"}))
@@ -163,13 +180,14 @@ def plot_robustness_curves(records: Sequence[dict], path: str | os.PathLike, met
             for encoder in _ordered(r["encoder"] for r in rows if r["dataset"] == dataset):
                 mine = [r for r in rows if r["dataset"] == dataset and r["encoder"] == encoder]
                 clean = [r["value"] for r in mine if r["attack"] == "none"]
-                for attack in _ordered(r["attack"] for r in mine if r["attack"] != "none"):
+                for attack in sorted({r["attack"] for r in mine if r["attack"] != "none"}, key=_attack_order):
                     pts = sorted((float(r["eps"]), r["value"]) for r in mine if r["attack"] == attack)
                     if clean:
                         pts = [(0.0, clean[-1])] + pts
                     xs = [e * 255 for e, _ in pts]
-                    style = "-o" if attack == "embed" else "--s"
-                    ax.plot(xs, [v for _, v in pts], style, ms=4, label=f"{display_name(encoder)} · {ATTACK_TITLES.get(attack, attack)}")
+                    style = {"embed": "-o", "worst": "-D"}.get(attack, ":^" if attack.startswith("apgd") else "--s")
+                    ax.plot(xs, [v for _, v in pts], style, ms=4, lw=2.2 if attack == "worst" else 1.2,
+                            label=f"{display_name(encoder)} · {attack_title(attack)}")
         ax.set_title(f"{task} ({rows[0]['dataset'] if len({r['dataset'] for r in rows}) == 1 else 'all datasets'})")
         ax.set_xlabel("ε (×1/255)")
         ax.set_ylabel(metric + (" (lower is better)" if metric == "rmse" else ""))

@@ -587,7 +587,8 @@ def find_results(root: str | Path = "outputs", extra=()) -> list[str]:
 
 
 def leaderboard(records: list[dict]) -> tuple[list[str], list[list]]:
-    """One row per (task, dataset, encoder): clean value and the worst attacked value at the largest ε."""
+    """One row per (task, dataset, encoder): clean value and the worst attacked value at the largest ε
+    (the per-image `worst` row when the run has one, else the most damaging single attack)."""
     from .results import TASK_TABLES
 
     headers = ["task", "dataset", "encoder", "metric", "clean", "attacked (worst)", "attack", "ε", "change"]
@@ -604,7 +605,8 @@ def leaderboard(records: list[dict]) -> tuple[list[str], list[list]]:
         if attacked:
             top = max(float(r["eps"]) for r in attacked)
             at = [r for r in attacked if abs(float(r["eps"]) - top) < 1e-9]
-            worst = (min if task != "depth" else max)(at, key=lambda r: r["value"])
+            per_image = [r for r in at if r["attack"] == "worst"]  # the per-image worst case, when the run has one
+            worst = per_image[-1] if per_image else (min if task != "depth" else max)(at, key=lambda r: r["value"])
         c = clean[-1] if clean else None
         rows.append([task, dataset, display_name(encoder), metric, _round(c), _round(worst["value"]) if worst else None,
                      worst["attack"] if worst else "", f"{float(worst['eps']) * 255:.0f}/255" if worst else "",

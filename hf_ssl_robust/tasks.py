@@ -66,8 +66,10 @@ class Task:
         return DepthMeter(max_depth=float(spec.max_depth or 10.0))
 
     def attacks(self, requested: list[str]) -> list[str]:
-        """The requested attacks that apply to this task (`embed` applies to every task)."""
-        return [a for a in requested if a in ("embed", self.task_attack)]
+        """The requested attacks that apply to this task (`embed` and `apgd` to every task; see `attack_suites`)."""
+        from .attack_suites import attacks_for_task
+
+        return attacks_for_task(requested, self.name)
 
     def attack_kwargs(self, attack: str, spec) -> dict:
         """Task-specific attack settings: which tokens EmbedAttack targets, ignore index, max depth."""

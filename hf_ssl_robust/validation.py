@@ -162,9 +162,16 @@ def benchmark_problems(cfg, *, encoders: bool = True) -> list[str]:
     for d in cfg.datasets:
         if d not in DATASETS:
             problems.append(f"Unknown dataset {d!r}; available: {sorted(DATASETS)}")
-    unknown = [a for a in cfg.attacks if a not in ATTACKS]
+    from .attack_suites import SUITES, check_plan
+
+    unknown = [a for a in cfg.attacks if a.partition(":")[0] not in ATTACKS and a not in SUITES]
     if unknown:
-        problems.append(f"Unknown attack(s) {unknown}; available: {sorted(ATTACKS)}")
+        problems.append(f"Unknown attack(s) {unknown}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}")
+    else:
+        try:  # losses (apgd:LOSS) unknown or of no task run, --worst_case with fewer than two attacks
+            check_plan(cfg.attacks, [t for t in cfg.tasks if t in TASKS], getattr(cfg, "worst_case", False) or any(a in SUITES for a in cfg.attacks))
+        except ValueError as err:
+            problems.append(str(err))
     if cfg.norm not in NORMS:
         problems.append(f"Unknown norm {cfg.norm!r}; norms are {list(NORMS)} (--norm linf | l2)")
     norm = cfg.norm if cfg.norm in NORMS else "linf"

@@ -9,6 +9,7 @@ from torch import nn
 from transformers.modeling_outputs import DepthEstimatorOutput, ImageClassifierOutput
 
 from hf_ssl_robust.attacks import ATTACKS, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD, make_attack
+from hf_ssl_robust.attacks.objectives import DEFAULT_LOSS, LOSSES
 
 TASKS = ("classification", "segmentation", "depth")
 # what an encoder-surface attack reads for each task's head
@@ -72,11 +73,14 @@ def make_pixels(batch=2, size=32, seed=0):
 
 
 def make_case(name, task, encoder):
-    """(attack kwargs, model the attack runs on, pixels, target)."""
+    """(attack kwargs, model the attack runs on, pixels, target); `name` may be `apgd:<loss>`."""
     torch.manual_seed(0)
+    name, _, loss = name.partition(":")
     cls = ATTACKS[name]
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in ENCODER_KW[task].items() if k in fields} if cls.surface == "encoder" else {}
+    if loss:
+        kwargs["loss"] = loss
     task_model = {"classification": Classifier, "segmentation": Segmenter, "depth": Depther}[task](encoder).eval()
     x = make_pixels()
     with torch.no_grad():
@@ -96,16 +100,32 @@ def make_case(name, task, encoder):
 CASES = [
     (name, task)
     for name in sorted(ATTACKS)
+    if name != "apgd"
     for task in (TASKS if ATTACKS[name].surface == "encoder" else (ATTACKS[name].task,))
 ]
+CASES += [(f"apgd:{DEFAULT_LOSS[task]}", task) for task in TASKS]  # APGD with each task's default loss
 IDS = [f"{n}-{t}" for n, t in CASES]
+# the invariants hold for every loss of every task
+ALL_LOSSES = [(n, t) for n, t in CASES if not n.startswith("apgd")] + [(f"apgd:{loss}", t) for t in TASKS for loss in LOSSES[t]]
+ALL_IDS = [f"{n}-{t}" for n, t in ALL_LOSSES]
+
+
+def test_registry__every_attack_and_loss_is_covered():
+    assert {n.partition(":")[0] for n, _ in ALL_LOSSES} == set(ATTACKS)
+    assert sum(len(v) for v in LOSSES.values()) == sum(n.startswith("apgd:") for n, _ in ALL_LOSSES)
+
+
+def _base(name):
+    return name.partition(":")[0]
 
 
 def objective(attack, model, x, adv, target):
-    """The attack's objective at `adv` (clean `x`), step-independent (SegPGD at λ = 1/2: CE over H·W / 2)."""
+    """The attack's objective at `adv` (clean `x`), step-independent (SegPGD at λ = 1/2: CE over H·W / 2).
+    APGD returns each image's most damaging iterate, so for APGD this is the damage (`score`)."""
     with torch.no_grad():
         prepared = attack.prepare_target(model.eval(), x, target)
-        return attack.loss(attack.forward(model, adv), prepared, attack.steps)
+        outputs = attack.forward(model, adv)
+        return attack.score(outputs, prepared) if attack.name == "apgd" else attack.objective(outputs, prepared, attack.steps)
 
 
 def snapshot(model):
@@ -116,7 +136,7 @@ def snapshot(model):
     )
 
 
-@pytest.mark.parametrize("name,task", CASES, ids=IDS)
+@pytest.mark.parametrize("name,task", ALL_LOSSES, ids=ALL_IDS)
 def test_attack__contract_invariants(name, task, tiny_encoder):
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
     x_before = x.clone()
@@ -128,7 +148,7 @@ def test_attack__contract_invariants(name, task, tiny_encoder):
     params[1].requires_grad_(False)
     before = snapshot(model)
     eps = 8 / 255
-    result = make_attack(name, eps=eps, steps=3, seed=0, **kwargs).perturb(model, x, target)
+    result = make_attack(_base(name), eps=eps, steps=3, seed=0, **kwargs).perturb(model, x, target)
     assert isinstance(result, AttackResult)
     adv = result.pixels
     assert adv.shape == x.shape and adv.dtype == x.dtype
@@ -154,14 +174,14 @@ def test_attack__eps_zero_is_identity(name, task, tiny_encoder):
     def exploding_model(_):
         raise AssertionError("eps=0 must not call the model")
 
-    result = make_attack(name, eps=0.0, seed=0, **kwargs).perturb(exploding_model, x, target)
+    result = make_attack(_base(name), eps=0.0, seed=0, **kwargs).perturb(exploding_model, x, target)
     assert torch.equal(result.pixels, x) and result.pixels is not x
 
 
 @pytest.mark.parametrize("name,task", CASES, ids=IDS)
 def test_attack__seeded_deterministic(name, task, tiny_encoder):
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
-    run = lambda seed: make_attack(name, steps=2, seed=seed, **kwargs).perturb(model, x, target)  # noqa: E731
+    run = lambda seed: make_attack(_base(name), steps=2, seed=seed, **kwargs).perturb(model, x, target)  # noqa: E731
     a, b, c = run(1), run(1), run(2)
     assert torch.equal(a.pixels, b.pixels) and torch.equal(a.losses, b.losses)
     assert not torch.equal(a.pixels, c.pixels)
@@ -170,8 +190,8 @@ def test_attack__seeded_deterministic(name, task, tiny_encoder):
 @pytest.mark.parametrize("name,task", CASES, ids=IDS)
 def test_attack__objective_increases(name, task, tiny_encoder):
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
-    start = make_attack(name, steps=0, seed=0, **kwargs)  # steps=0: the random start itself
-    attack = make_attack(name, steps=8, seed=0, **kwargs)
+    start = make_attack(_base(name), steps=0, seed=0, **kwargs)  # steps=0: the random start itself
+    attack = make_attack(_base(name), steps=8, seed=0, **kwargs)
     x0 = start.perturb(model, x, target).pixels
     adv = attack.perturb(model, x, target).pixels
     assert objective(attack, model, x, adv, target).mean() > objective(attack, model, x, x0, target).mean()
@@ -180,7 +200,7 @@ def test_attack__objective_increases(name, task, tiny_encoder):
 @pytest.mark.parametrize("name,task", CASES, ids=IDS)
 def test_attack__works_under_no_grad_and_inference_mode(name, task, tiny_encoder):
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
-    attack = make_attack(name, steps=2, seed=0, **kwargs)
+    attack = make_attack(_base(name), steps=2, seed=0, **kwargs)
     ref = attack.perturb(model, x, target).pixels
     with torch.no_grad():
         assert torch.equal(attack.perturb(model, x, target).pixels, ref)
@@ -197,7 +217,7 @@ def test_attack__bf16_autocast_keeps_fp32_perturbation(name, task, tiny_encoder)
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
     eps = 8 / 255
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        adv = make_attack(name, eps=eps, steps=3, seed=0, **kwargs).perturb(model, x, target).pixels
+        adv = make_attack(_base(name), eps=eps, steps=3, seed=0, **kwargs).perturb(model, x, target).pixels
     assert adv.dtype == torch.float32 and torch.isfinite(adv).all()
     assert (adv - x).abs().max() <= eps + 1e-7 and adv.min() >= 0 and adv.max() <= 1
     assert (adv - x).abs().max() > eps / 2  # it moved
@@ -207,7 +227,7 @@ def test_attack__bf16_autocast_keeps_fp32_perturbation(name, task, tiny_encoder)
 def test_attack__l2_ball(name, task, tiny_encoder):
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
     eps = 0.5
-    attack = make_attack(name, eps=eps, step_size=0.2, steps=4, norm="l2", seed=0, **kwargs)
+    attack = make_attack(_base(name), eps=eps, step_size=0.2, steps=4, norm="l2", seed=0, **kwargs)
     adv = attack.perturb(model, x, target).pixels
     norms = (adv - x).flatten(1).norm(dim=1)
     assert (norms <= eps).all() and (norms > 0.1).all()
@@ -217,8 +237,8 @@ def test_attack__l2_ball(name, task, tiny_encoder):
 @pytest.mark.parametrize("name,task", CASES, ids=IDS)
 def test_attack__track_best_beats_final_iterate(name, task, tiny_encoder):
     kwargs, model, x, target = make_case(name, task, tiny_encoder)
-    final = make_attack(name, steps=4, step_size=4 / 255, seed=0, **kwargs)
-    best = make_attack(name, steps=4, step_size=4 / 255, seed=0, track_best=True, **kwargs).perturb(model, x, target)
+    final = make_attack(_base(name), steps=4, step_size=4 / 255, seed=0, **kwargs)
+    best = make_attack(_base(name), steps=4, step_size=4 / 255, seed=0, track_best=True, **kwargs).perturb(model, x, target)
     adv_final = final.perturb(model, x, target).pixels
     with torch.no_grad():
         prepared = final.prepare_target(model, x, target)
@@ -306,7 +326,7 @@ def test_embed__patch_tokens_pre_norm(tiny_encoder):
 
 
 def test_make_attack__errors():
-    with pytest.raises(ValueError, match=r"Unknown attack 'fgsm'; available: \['depth_pgd', 'embed'"):
+    with pytest.raises(ValueError, match=r"Unknown attack 'fgsm'; available: \['apgd', 'depth_pgd', 'embed'"):
         make_attack("fgsm")
     with pytest.raises(ValueError, match=r"Unknown argument\(s\) \['tokens'\] for attack 'pgd'"):
         make_attack("pgd", tokens="cls")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import hf_ssl_robust.benchmark as bench
+from hf_ssl_robust.attacks import make_attack
 from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
 from hf_ssl_robust.cli import main as cli_main
 from hf_ssl_robust.results import RECORD_KEYS, load_records
@@ -101,7 +102,7 @@ def test_batch_size_auto__fits_the_memory_budget_and_runs(tiny_dinov2_path, tmp_
 
     model = SSLForSemanticSegmentation.from_pretrained(next((tmp_path / "heads").iterdir())).eval()
     data = make_dataset(get_dataset_spec("shapes", task="segmentation"), "eval", num_samples=8, image_size=32)
-    attacks = {"segpgd": bench.make_attack("segpgd", eps=8 / 255, steps=2)}
+    attacks = {"segpgd": make_attack("segpgd", eps=8 / 255, steps=2)}
     assert real(model, attacks, data, "cpu", "mask") == 1
 
 

@@ -2,9 +2,11 @@
 
 An attack is a stateless dataclass that is its own config. It defines only its objective
 (`loss(outputs, target, step) -> [B]`, maximised), optionally `forward` (how to call the model),
-`prepare_target` (e.g. the clean embedding) and `score` (the per-sample damage used to keep the
-best iterate). `projected_gradient_ascent` owns everything else: validation, random start, the
-sign (L-inf) or normalised (L2) gradient step, the projection, and leaving the model untouched.
+`prepare_target` (e.g. the clean embedding), `score` (the per-sample damage used to keep the
+best iterate) and `step_policy` (how a gradient becomes the next iterate: a fixed step by default,
+APGD's schedule in `apgd.py`). `projected_gradient_ascent` owns everything else: validation,
+random start, the sign (L-inf) or normalised (L2) gradient step, the projection, and leaving the
+model untouched.
 
 Threat model: `‖x_adv − x‖ ≤ eps` (L-inf or L2, per sample) and `x_adv ∈ [0, 1]`, with eps in
 [0, 1] pixel units. Both hold exactly in floating point for L-inf; for L2 up to a 1e-5 margin
@@ -131,9 +133,17 @@ class Attack(abc.ABC):
             raise ValueError(f"Attack {self.name!r} needs a target (labels, masks or depth maps).")
         return target
 
+    def objective(self, outputs: Any, target: Any, step: int) -> Tensor:
+        """What the loop maximises, `[B]`: `loss` (APGD picks one of several by name here)."""
+        return self.loss(outputs, target, step)
+
     def score(self, outputs: Any, target: Any) -> Tensor:
         """Per-sample damage, `[B]`, used by `track_best` (default: the objective at the last step)."""
-        return self.loss(outputs, target, max(self.steps - 1, 0))
+        return self.objective(outputs, target, max(self.steps - 1, 0))
+
+    def step_policy(self, x: Tensor, radius: float) -> StepPolicy:
+        """How each gradient becomes the next iterate (default: fixed `step_size`, the paper's PGD)."""
+        return StepPolicy(self, x, radius)
 
     def perturb(self, model: Any, pixels: Tensor, target: Any = None) -> AttackResult:
         """Attack `pixels` (`[B, 3, H, W]` in [0, 1]); see `projected_gradient_ascent`."""
@@ -183,12 +193,13 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
     target = attack.prepare_target(model, x, target)
     x_adv = _random_start(x, radius, linf, attack.seed) if attack.random_start else x.clone()
     x_adv = _project(x_adv, x, radius, linf)
+    policy = attack.step_policy(x, radius)
     best = best_score = None
     losses = []
     for step in range(attack.steps):
         x_adv.requires_grad_(True)
         outputs = attack.forward(model, x_adv)
-        loss = attack.loss(outputs, target, step)  # [B]
+        loss = attack.objective(outputs, target, step)  # [B]
         if loss.shape != x.shape[:1]:
             raise ValueError(f"{type(attack).__name__}.loss must return one value per sample [B], got {tuple(loss.shape)}.")
         if loss.requires_grad:  # samples are independent: summing keeps each sample's gradient
@@ -197,13 +208,9 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
             grad = torch.zeros_like(x_adv)
         x_adv = x_adv.detach()
         losses.append(loss.detach().mean())
-        if attack.track_best:
+        if attack.track_best and policy.admissible(step):
             best, best_score = _keep_best(attack, best, best_score, x_adv, outputs, target)
-        if linf:
-            step_dir = grad.sign()
-        else:
-            step_dir = grad / _norm(grad).clamp_min(1e-12).view(-1, 1, 1, 1)
-        x_adv = _project(x_adv + attack.step_size * step_dir, x, radius, linf)
+        x_adv = policy.next(x_adv, grad, loss.detach(), step)
         del outputs, loss, grad  # free the graph before the next forward
     if attack.track_best:
         with torch.no_grad():
@@ -212,6 +219,35 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
         x_adv = best
     losses = torch.stack(losses) if losses else x.new_zeros(0)
     return AttackResult(pixels=x_adv.detach(), losses=losses, scores=best_score)
+
+
+class StepPolicy:
+    """The step-size policy of the loop: turns the gradient at iterate t into iterate t + 1.
+
+    The default is the paper's PGD: a fixed step of `attack.step_size` along the sign of the
+    gradient (L-inf) or the normalised gradient (L2), then the projection. Policies with state
+    (APGD's momentum and step-size schedule) subclass it; the loop itself never changes.
+    """
+
+    def __init__(self, attack: Attack, x: Tensor, radius: float) -> None:
+        self.attack, self.x, self.radius, self.linf = attack, x, radius, attack.norm == "linf"
+
+    def next(self, x_adv: Tensor, grad: Tensor, loss: Tensor, step: int) -> Tensor:
+        """The next iterate from `x_adv` (`[B, 3, H, W]`), its gradient and its objective `[B]`."""
+        return self.project(x_adv + self.attack.step_size * self.direction(grad))
+
+    def admissible(self, step: int) -> bool:
+        """Whether the iterate of `step` may be returned (inside the threat model; see APGD's progressive radius)."""
+        return True
+
+    def direction(self, grad: Tensor) -> Tensor:
+        """Steepest-ascent direction of unit size: sign (L-inf) or gradient / its L2 norm (L2)."""
+        if self.linf:
+            return grad.sign()
+        return grad / _norm(grad).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+    def project(self, x_adv: Tensor) -> Tensor:
+        return _project(x_adv, self.x, self.radius, self.linf)
 
 
 def _keep_best(attack, best, best_score, x_adv, outputs, target):

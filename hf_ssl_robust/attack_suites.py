@@ -1,0 +1,99 @@
+"""Attack names as the benchmark takes them: registry names, `apgd` / `apgd:LOSS`, and suites.
+
+* A registry name (`embed`, `pgd`, `segpgd`, `depth_pgd`) applies to the tasks it fits, `embed` to all.
+* `apgd` applies to every task with that task's default loss (classification `ce`, segmentation
+  `masked_ce`, depth `depth`); `apgd:LOSS` applies to the task of LOSS only (`apgd:dlr`,
+  `apgd:js`, ...). Results name APGD rows `apgd:LOSS`, so every row says which loss it used.
+* `strong` expands, per task, to the paper's task attack + EmbedAttack + APGD with every loss of
+  `STRONG_LOSSES`, and turns on the per-image worst case.
+
+    >>> expand_attacks(["strong"])[:4]
+    ['embed', 'pgd', 'segpgd', 'depth_pgd']
+    >>> attacks_for_task(["embed", "apgd", "apgd:dlr"], "classification")
+    ['embed', 'apgd:ce', 'apgd:dlr']
+"""
+
+from __future__ import annotations
+
+from .attacks import ATTACKS, Attack, make_attack
+from .attacks.objectives import DEFAULT_LOSS, LOSSES, loss_task
+
+STRONG_LOSSES = {
+    "classification": ["ce", "dlr"],  # AutoAttack's two APGD losses
+    "segmentation": ["masked_ce", "balanced_masked_ce", "js"],  # SEA's three
+    "depth": ["depth", "depth_tol"],
+}
+SUITES = {"strong": ["embed", "pgd", "segpgd", "depth_pgd"] + [f"apgd:{loss}" for losses in STRONG_LOSSES.values() for loss in losses]}
+WORST = "worst"  # the name of the per-image worst-case row
+
+
+def expand_attacks(requested: list[str]) -> list[str]:
+    """Suites replaced by their members (order kept, duplicates dropped); every name checked."""
+    out: list[str] = []
+    for spec in requested:
+        for name in SUITES.get(spec, [spec]):
+            _check(name)
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _check(spec: str) -> None:
+    base, colon, loss = spec.partition(":")
+    if base not in ATTACKS:
+        raise ValueError(f"Unknown attack {spec!r}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}.")
+    if colon and base != "apgd":
+        raise ValueError(f"Only apgd takes a loss (apgd:LOSS), got {spec!r}.")
+    if colon:
+        loss_task(loss)  # unknown loss: the error lists the losses per task
+
+
+def attack_task(spec: str, task: str) -> str | None:
+    """The name `spec` runs under for `task` (`apgd` -> `apgd:<default loss>`), or None if it does not apply."""
+    base, _, loss = spec.partition(":")
+    if base == "apgd":
+        loss = loss or DEFAULT_LOSS[task]
+        return f"apgd:{loss}" if loss_task(loss) == task else None
+    if ATTACKS[base].surface == "encoder" or ATTACKS[base].task == task:
+        return spec
+    return None
+
+
+def attacks_for_task(requested: list[str], task: str) -> list[str]:
+    """The attacks of `requested` (suites expanded) that apply to `task`, under their result names."""
+    names = [attack_task(spec, task) for spec in expand_attacks(requested)]
+    return list(dict.fromkeys(n for n in names if n is not None))
+
+
+def check_plan(requested: list[str], tasks: list[str], worst_case: bool) -> dict[str, list[str]]:
+    """Validate a benchmark's attacks before any work; returns the attacks per task.
+
+    Raises `ValueError` when an `apgd:LOSS` fits none of `tasks`, or `worst_case` is asked for a
+    task with fewer than two attacks (a worst case over one attack is that attack).
+    """
+    plan = {task: attacks_for_task(requested, task) for task in tasks}
+    for spec in requested:  # asked for by name (a suite's members may target tasks that are not run)
+        base, _, loss = spec.partition(":")
+        if spec not in SUITES and base == "apgd" and loss and loss_task(loss) not in tasks:
+            raise ValueError(f"Attack {spec!r} is a {loss_task(loss)} loss but the tasks are {tasks}; "
+                             f"losses for them: {'; '.join(f'{t}: {list(LOSSES[t])}' for t in tasks)}.")
+    if worst_case:
+        few = {task: names for task, names in plan.items() if len(names) < 2}
+        if few:
+            raise ValueError(f"--worst_case takes, per image, the most damaging of several attacks, but {few} "
+                             f"has fewer than two; add attacks (e.g. --attacks embed apgd ...) or use --attacks strong.")
+    return plan
+
+
+def build_attack(name: str, task, spec, **common) -> Attack:
+    """`make_attack` for a result name of `attacks_for_task`, with the task's and dataset's settings.
+
+    APGD always keeps each image's most damaging iterate (`track_best=True`).
+    """
+    base, _, loss = name.partition(":")
+    if base != "apgd":
+        return make_attack(base, **common, **task.attack_kwargs(base, spec))
+    extra = {"ignore_index": spec.ignore_index} if task.name == "segmentation" else {}
+    if task.name == "depth":
+        extra["max_depth"] = float(spec.max_depth or 10.0)
+    return make_attack("apgd", **{**common, "track_best": True}, loss=loss, **extra)

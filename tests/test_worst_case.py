@@ -1,0 +1,173 @@
+"""The per-image worst case over attacks, the `strong` suite, and their validation in the CLI."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hf_ssl_robust.attack_suites import SUITES, attacks_for_task, check_plan, expand_attacks
+from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
+from hf_ssl_robust.cli import main as cli_main
+from hf_ssl_robust.data import get_dataset_spec
+from hf_ssl_robust.metrics.functional import MeanIoUMeter, depth_stats, segmentation_stats
+from hf_ssl_robust.results import load_records, markdown_tables
+from hf_ssl_robust.worst_case import worst_predictions
+
+SPEC = SimpleNamespace(ignore_index=255, max_depth=10.0, num_classes=4)
+
+
+def test_worst__classification_wrong_if_any_attack_is():
+    target = torch.tensor([0, 1, 2, 3])
+    preds = {"a": torch.tensor([0, 0, 2, 3]), "b": torch.tensor([1, 1, 2, 0])}
+    worst, picked = worst_predictions("classification", preds, target, SPEC)
+    assert (worst != target).tolist() == [True, True, False, True]
+    assert picked.tolist() == [1, 0, 0, 1]  # ties (image 2: both right) keep the first attack
+
+
+def test_worst__segmentation_lowest_pixel_accuracy_enters_miou():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (5, 6, 6), generator=g)
+    target[0, :3] = 255
+    preds = {n: torch.where(torch.rand(5, 6, 6, generator=g) < p, target.clamp(max=3), torch.randint(0, 4, (5, 6, 6), generator=g))
+             for n, p in [("a", 0.3), ("b", 0.6), ("c", 0.5)]}
+    worst, picked = worst_predictions("segmentation", preds, target, SPEC)
+    # plain re-implementation: per image, the attack with the fewest correct labelled pixels
+    names = list(preds)
+    meter = MeanIoUMeter(num_labels=4)
+    for i in range(5):
+        labelled = target[i] != 255
+        acc = [float((preds[n][i] == target[i])[labelled].float().mean()) for n in names]
+        best = min(range(len(names)), key=lambda k: (acc[k], k))
+        assert picked[i] == best and torch.equal(worst[i], preds[names[best]][i])
+        meter.update(preds[names[best]][i : i + 1], target[i : i + 1])
+    ours = MeanIoUMeter(num_labels=4)
+    ours.update(worst, target)
+    assert ours.compute() == meter.compute()
+    stats = segmentation_stats(worst, target, 4)
+    assert int(stats["intersection"].sum()) == sum(int((preds[names[int(picked[i])]][i] == target[i]).sum()) for i in range(5))
+
+
+def test_worst__depth_highest_rmse():
+    target = torch.full((3, 4, 4), 2.0)
+    target[2] = 0.0  # no valid pixel: nothing to hurt, first attack kept
+    preds = {"a": torch.full((3, 4, 4), 2.5), "b": torch.full((3, 4, 4), 2.0)}
+    preds["b"][1] = 4.0
+    worst, picked = worst_predictions("depth", preds, target, SPEC)
+    assert picked.tolist() == [0, 1, 0]
+    rmse = depth_stats(worst, target)["rmse"]
+    assert rmse[:2].tolist() == [0.5, 2.0] and math.isnan(rmse[2])
+
+
+def test_attack_names__apgd_losses_and_the_strong_suite():
+    assert attacks_for_task(["embed", "apgd", "apgd:dlr", "segpgd"], "classification") == ["embed", "apgd:ce", "apgd:dlr"]
+    assert attacks_for_task(["apgd"], "depth") == ["apgd:depth"]
+    strong = {t: attacks_for_task(["strong"], t) for t in ("classification", "segmentation", "depth")}
+    assert strong == {"classification": ["embed", "pgd", "apgd:ce", "apgd:dlr"],
+                      "segmentation": ["embed", "segpgd", "apgd:masked_ce", "apgd:balanced_masked_ce", "apgd:js"],
+                      "depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
+    assert expand_attacks(["strong", "pgd"]) == SUITES["strong"]  # duplicates dropped
+    assert BenchmarkConfig(encoders=["x"], attacks=["strong"]).worst_case is True
+    cfg = BenchmarkConfig(encoders=["x"], attacks=["strong"], tasks=["depth"])  # members for other tasks are fine
+    assert cfg.attack_plan == {"depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(attacks=["apgd:cw"]), r"Unknown attack loss 'cw'; available per task: classification: ce, dlr"),
+    (dict(attacks=["pgd:ce"]), r"Only apgd takes a loss"),
+    (dict(attacks=["apgd:dlr"], tasks=["segmentation"]), r"'apgd:dlr' is a classification loss but the tasks are \['segmentation'\]; losses for them: segmentation: \['masked_ce'"),
+    (dict(attacks=["embed", "pgd"], worst_case=True), r"--worst_case .* \{'segmentation': \['embed'\], 'depth': \['embed'\]\}"),
+    (dict(attacks=["pgd"], tasks=["classification"], worst_case=True), r"fewer than two"),
+])
+def test_check_plan__bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        check_plan(kwargs["attacks"], kwargs.get("tasks", ["classification", "segmentation", "depth"]), kwargs.get("worst_case", False))
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--attacks", "apgd:dlr", "--tasks", "depth"], "is a classification loss"),
+    (["--attacks", "pgd", "--worst_case"], "--worst_case takes"),
+    (["--attacks", "apgd:nope"], "Unknown attack loss 'nope'"),
+])
+def test_cli__bad_attack_settings_exit_2_before_any_work(argv, match, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli_main(["benchmark", "--encoders", str(tmp_path / "missing"), "--output_dir", str(out), *argv]) == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()  # nothing was started
+
+
+def test_benchmark__strong_suite_worst_rows_without_extra_forwards(tiny_dinov2_path, tmp_path, monkeypatch, capsys):
+    import hf_ssl_robust.evaluation as evaluation
+
+    seen = []  # every evaluated batch: predictions of each attack and of the worst case
+    real = evaluation.evaluate
+
+    def spy(*args, **kwargs):
+        user = kwargs.get("on_batch")
+        kwargs["on_batch"] = lambda batch, preds: (seen.append((batch, preds)), user and user(batch, preds))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("hf_ssl_robust.benchmark.evaluate", spy)
+    argv = ["benchmark", "--encoders", tiny_dinov2_path, "--attacks", "strong", "--eps", "8/255", "--steps", "2",
+            "--max_eval_samples", "4", "--num_train_samples", "16", "--head_epochs", "1", "--image_size", "32",
+            "--batch_size", "4", "--num_examples", "0", "--output_dir", str(tmp_path)]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Attacks per task (+ per-image worst case): classification: embed pgd apgd:ce apgd:dlr;" in printed
+    assert "Worst case" in printed and "APGD-DLR" in printed and "APGD-JS" in printed
+    records = load_records(tmp_path / "results.json")
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["worst_case"] is True and info["attacks_per_task"]["depth"] == ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]
+    value = lambda task, attack, metric: next(r["value"] for r in records  # noqa: E731
+                                              if (r["task"], r["attack"], r["metric"]) == (task, attack, metric))
+    plan = info["attacks_per_task"]
+    # classification: wrong under any attack -> the worst accuracy is at most every attack's
+    assert value("classification", "worst", "accuracy") <= min(value("classification", a, "accuracy") for a in plan["classification"])
+    # depth: per image the highest RMSE -> mean RMSE at least every attack's
+    assert value("depth", "worst", "rmse") >= max(value("depth", a, "rmse") for a in plan["depth"]) - 1e-12
+    # segmentation: recompute the worst row from the predictions the evaluation made
+    (batch, preds), = [(b, p) for b, p in seen if "mask" in b]
+    spec = get_dataset_spec("shapes", task="segmentation")
+    worst, _ = worst_predictions("segmentation", {a: preds[a] for a in plan["segmentation"]}, batch["mask"], spec)
+    assert torch.equal(worst, preds["worst"])
+    meter = MeanIoUMeter(num_labels=spec.num_classes, ignore_index=spec.ignore_index)
+    meter.update(worst, batch["mask"])
+    assert value("segmentation", "worst", "mean_iou") == pytest.approx(meter.compute()["mean_iou"])
+
+
+def test_evaluate__worst_case_needs_no_extra_forward(tiny_encoder):
+    from hf_ssl_robust.attacks import make_attack
+    from hf_ssl_robust.evaluation import evaluate
+    from hf_ssl_robust.heads import SSLForImageClassification
+    from hf_ssl_robust.tasks import get_task
+
+    model = SSLForImageClassification.from_encoder(tiny_encoder, num_labels=4, image_size=32).eval()
+    calls = []
+    model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    g = torch.Generator().manual_seed(0)
+    loader = [{"pixel_values": torch.rand(4, 3, 32, 32, generator=g), "labels": torch.randint(0, 4, (4,), generator=g)} for _ in range(2)]
+    attacks = {"embed": make_attack("embed", steps=2, seed=0), "apgd:dlr": make_attack("apgd", loss="dlr", steps=2, seed=0)}
+    counts, results = [], []
+    for worst_case in (False, True):
+        calls.clear()
+        results.append(evaluate(model, loader, get_task("classification"), SPEC, attacks=attacks, worst_case=worst_case))
+        counts.append(len(calls))
+    assert counts[0] == counts[1] and "worst" in results[1] and "worst" not in results[0]
+    assert {k: v for k, v in results[1].items() if k != "worst"} == results[0]
+    assert results[1]["worst"]["accuracy"] <= min(results[0][a]["accuracy"] for a in attacks)
+
+
+def test_tables_and_space__show_apgd_and_worst_rows(tmp_path):
+    from hf_ssl_robust.results import plot_robustness_curves
+    from hf_ssl_robust.space_backend import leaderboard
+
+    base = dict(encoder="enc", task="classification", dataset="shapes", steps=20, metric="accuracy", num_samples=8)
+    values = {("none", 0.0): 0.9, ("worst", 8 / 255): 0.1, ("apgd:dlr", 8 / 255): 0.2, ("pgd", 8 / 255): 0.3, ("embed", 8 / 255): 0.05}
+    records = [dict(base, attack=a, eps=e, value=v) for (a, e), v in values.items()]
+    md = markdown_tables(records)
+    assert "| Dataset | Encoder | Clean | EmbedAttack | PGD | APGD-DLR | Worst case |" in md
+    assert "| shapes | enc | 0.90 | 0.05 | 0.30 | 0.20 | 0.10 |" in md
+    headers, rows = leaderboard(records)
+    assert rows[0][headers.index("attack")] == "worst" and rows[0][headers.index("attacked (worst)")] == 0.1
+    assert plot_robustness_curves(records, tmp_path / "curves.png").is_file()
