@@ -411,18 +411,19 @@ def colour_jitter(views: torch.Tensor, gen: torch.Generator, gray_p: float) -> t
 
 class PairPool:
     """Pairs of renders of the same scenes (same geometry, independently drawn appearance), rendered
-    once in chunks of 1024 and cached on disk as uint8; epochs reuse them with fresh crops."""
+    once in chunks of up to 1024 and cached on disk as uint8; epochs reuse them with fresh crops."""
 
     CHUNK = 1024
 
     def __init__(self, num: int, size: int, seed: int, cache_dir: Path):
-        self.num = -(-num // self.CHUNK) * self.CHUNK
+        chunk = min(self.CHUNK, num)
+        self.num = -(-num // chunk) * chunk
         cache_dir.mkdir(parents=True, exist_ok=True)
         chunks = []
-        for start in tqdm(range(0, self.num, self.CHUNK), desc="rendering view pairs", leave=False):
-            path = cache_dir / f"pairs_seed{seed}_size{size}_{start:07d}.pt"
+        for start in tqdm(range(0, self.num, chunk), desc="rendering view pairs", leave=False):
+            path = cache_dir / f"pairs_seed{seed}_size{size}_chunk{chunk}_{start:07d}.pt"
             if not path.is_file():
-                views = torch.stack([render_scenes(self.CHUNK, size, seed=seed, start=start, appearance=a)["pixel_values"] for a in (0, 1)])
+                views = torch.stack([render_scenes(chunk, size, seed=seed, start=start, appearance=a)["pixel_values"] for a in (0, 1)])
                 torch.save((views * 255).round().to(torch.uint8), str(path) + ".tmp")
                 Path(str(path) + ".tmp").rename(path)
             chunks.append(torch.load(path, weights_only=True))
