@@ -17,7 +17,7 @@ from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
 from hf_ssl_robust.encoders import ASSETS_DIR, IMAGENET_MEAN, IMAGENET_STD, bundled_encoders
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = ("shapes-vit-tiny", "shapes-vit-tiny-deacl")
+BUNDLED = ("shapes-resnet-tiny", "shapes-resnet-tiny-deacl")
 
 
 def load_script(name: str):
@@ -35,10 +35,10 @@ def test_both_bundled_encoders_ship_with_the_package():
         assert (folder / "model.safetensors").stat().st_size < 10 * 2**20  # a few MB, as promised
         card = (folder / "README.md").read_text()
         assert card.startswith("---") and name in card
-    made = json.loads((ASSETS_DIR / "shapes-vit-tiny" / "training_args.json").read_text())
-    assert made["steps_done"] > 0 and made["batch_size"] > 0
-    deacl = json.loads((ASSETS_DIR / "shapes-vit-tiny-deacl" / "deacl_config.json").read_text())
-    assert deacl["encoder"] == "shapes-vit-tiny" and deacl["total_steps"] > 0 and "output_dir" not in deacl
+    made = json.loads((ASSETS_DIR / BUNDLED[0] / "training_args.json").read_text())
+    assert made["steps_done"] > 0 and made["batch_size"] > 0 and made["arch"] == "resnet"
+    deacl = json.loads((ASSETS_DIR / BUNDLED[1] / "deacl_config.json").read_text())
+    assert deacl["encoder"] == BUNDLED[0] and deacl["total_steps"] > 0 and "output_dir" not in deacl
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -48,12 +48,12 @@ def test_bundled_encoder_loads_offline_by_name(name):
     assert out.cls.shape == (2, encoder.hidden_size) and out.grid == (8, 6)
     assert torch.isfinite(out.patches).all()
     # A plain backbone: AutoModel loads the same folder (safetensors, no remote code).
-    assert type(AutoModel.from_pretrained(ASSETS_DIR / name)).__name__ == "Dinov2Model"
+    assert type(AutoModel.from_pretrained(ASSETS_DIR / name)).__name__ == "ResNetModel"
 
 
 def test_the_deacl_twin_differs_from_its_teacher():
-    a = load_file(ASSETS_DIR / "shapes-vit-tiny" / "model.safetensors")
-    b = load_file(ASSETS_DIR / "shapes-vit-tiny-deacl" / "model.safetensors")
+    a = load_file(ASSETS_DIR / BUNDLED[0] / "model.safetensors")
+    b = load_file(ASSETS_DIR / BUNDLED[1] / "model.safetensors")
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
