@@ -14,8 +14,15 @@ import os
 from pathlib import Path
 
 import gradio as gr
+import matplotlib
 import pandas as pd  # a gradio dependency
 import torch
+
+# Import pyplot once, here, in the main thread: gradio switches matplotlib's backend at the start of
+# every request, and a first pyplot import racing in two worker threads fails with a "partially
+# initialized module" error (seen when the first request came before anything had imported pyplot).
+matplotlib.use("Agg")
+import matplotlib.pyplot  # noqa: E402,F401
 
 from hf_ssl_robust.results import load_records, markdown_tables, plot_robustness_curves
 from hf_ssl_robust.space_backend import (

@@ -74,12 +74,40 @@ def snapshot(page, tmp_path, name):
     return path
 
 
+INPUT_SRC = "() => { const i = document.querySelector('#input_image img'); return i ? i.src : null; }"
+ATTACK_LABELS = {"classification": "PGD (on the classifier)", "segmentation": "SegPGD (on the segmenter)", "depth": "DepthPGD (on the depth head)"}
+
+
+def pick_task(page, task):
+    """Select a task and wait until the attack choices follow it (a click on Run before that
+    would send the previous task's attack)."""
+    page.get_by_role("tab", name="Attack").click()  # tests run in any order: the Results tab may be open
+    page.get_by_label(task, exact=True).check()
+    page.get_by_label(ATTACK_LABELS[task], exact=True).wait_for()
+
+
+def pick_example(page, n):
+    """Click example n and wait until the input shows a new image (a click on Run before that
+    would send the previous input, or none)."""
+    before = page.evaluate(INPUT_SRC)
+    page.locator("#examples img").nth(n).click()
+    wait_new_input(page, before)
+
+
+def wait_new_input(page, before):
+    page.wait_for_function(f"before => {{ const s = ({INPUT_SRC})(); return s && s !== before; }}", arg=before)
+
+
 def run_attack(page, task):
     page.locator("#run").click()
+    # done when the status names the task, or fail at once with the message of an error the app shows
     page.wait_for_function(
-        "task => { const t = document.querySelector('#status textarea'); return t && t.value.includes(' · ' + task + ' · '); }",
+        "task => { const t = document.querySelector('#status textarea');"
+        " return (t && t.value.includes(' · ' + task + ' · ')) || document.querySelector('.toast-body.error'); }",
         arg=task,
     )
+    errors = page.locator(".toast-body.error")
+    assert errors.count() == 0, errors.first.inner_text()
     page.wait_for_function("() => document.querySelector('#metrics') && document.querySelector('#metrics').innerText.includes('linf_255')")
     page.wait_for_selector("#adv_image img")
     page.wait_for_selector("#perturbation img")
@@ -88,8 +116,10 @@ def run_attack(page, task):
 
 def test_classification_upload(page, tmp_path):
     example = next(p for p in page.backend.examples if Path(p).stem == "shapesworld_0")
+    pick_task(page, "classification")
+    before = page.evaluate(INPUT_SRC)
     page.locator("#input_image input[type=file]").set_input_files(example)
-    page.wait_for_selector("#input_image img")
+    wait_new_input(page, before)
     run_attack(page, "classification")
     for side in ("#clean_pred", "#adv_pred"):  # top-5 bars with ShapesWorld class names
         text = page.locator(side).inner_text()
@@ -98,8 +128,8 @@ def test_classification_upload(page, tmp_path):
 
 
 def test_segmentation_example(page, tmp_path):
-    page.get_by_label("segmentation", exact=True).check()
-    page.locator("#examples img").nth(2).click()  # a ShapesWorld scene
+    pick_task(page, "segmentation")
+    pick_example(page, 2)  # a ShapesWorld scene
     run_attack(page, "segmentation")
     page.wait_for_selector("#clean_seg img")
     page.wait_for_selector("#adv_seg img")
@@ -108,8 +138,8 @@ def test_segmentation_example(page, tmp_path):
 
 
 def test_depth_example(page, tmp_path):
-    page.get_by_label("depth", exact=True).check()
-    page.locator("#examples img").nth(1).click()
+    pick_task(page, "depth")
+    pick_example(page, 1)
     run_attack(page, "depth")
     page.wait_for_selector("#depth img")
     assert "depth_mean_abs_change_m" in page.locator("#metrics").inner_text()
