@@ -82,6 +82,8 @@ def parse_args(argv=None):
     r.add_argument("--pool_scenes", type=int, default=65536, help="scene pairs rendered once and reused with fresh crops")
     r.add_argument("--pool_cache", default=None, help="folder caching the rendered pairs (default: OUTPUT_DIR/pool)")
     r.add_argument("--probe_scenes", type=int, default=2048, help="labelled scenes for the frozen probes (never trained on)")
+    r.add_argument("--stop_after_steps", type=int, default=None,
+                   help="stop (saving the encoder) at this step, keeping the learning-rate schedule of --max_steps")
     r.add_argument("--probe_every_minutes", type=float, default=5.0, help="print a frozen probe line this often (0: never)")
     args = p.parse_args(argv)
     if args.arch == "resnet" and len(args.hidden_sizes) != len(args.depths):
@@ -605,7 +607,8 @@ def main_contrastive(args, accelerator: Accelerator) -> None:
     bar = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="geometry InfoNCE")
     gen = torch.Generator()
     model.train()
-    while step < args.max_steps:
+    last_step = min(args.max_steps, args.stop_after_steps or args.max_steps)
+    while step < last_step:
         if args.max_minutes and minutes() > args.max_minutes:
             accelerator.print(f"stopping at step {step}: --max_minutes {args.max_minutes} reached")
             break

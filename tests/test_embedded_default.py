@@ -164,13 +164,15 @@ RESNET_ARGS = ["--embedding_size", "8", "--hidden_sizes", "8", "16", "--depths",
 
 def test_pretrain_tiny_resnet_saves_probes_and_resumes(tmp_path, capsys):
     """--arch resnet (geometry InfoNCE + dense InfoNCE): an AutoModel-loadable ResNetModel, a random-init probe
-    line before training and one at the end, and --resume continues from the last checkpoint."""
+    line before training and one at the end, --stop_after_steps stops early and --resume continues from the
+    last checkpoint."""
     pretrain = load_script("pretrain_tiny")
     args = RESNET_ARGS + ["--output_dir", str(tmp_path), "--checkpoint_every", "2", "--probe_scenes", "32",
                           "--probe_every_minutes", "60"]
-    pretrain.main(args + ["--max_steps", "2"])
+    pretrain.main(args + ["--max_steps", "4", "--stop_after_steps", "2"])  # stops at 2 on the 4-step schedule
     first = load_file(tmp_path / "model.safetensors")
     assert "probe {" in capsys.readouterr().out
+    assert json.loads((tmp_path / "training_args.json").read_text())["steps_done"] == 2
     pretrain.main(args + ["--max_steps", "4", "--resume"])
     assert "at step 2" in capsys.readouterr().out
     info = json.loads((tmp_path / "training_args.json").read_text())
