@@ -1,17 +1,28 @@
-"""DINO-style self-distillation of a tiny ViT on ShapesWorld (the embedded default's encoder).
+"""Self-supervised pretraining of the embedded default's tiny encoder on ShapesWorld.
 
-Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", 2021,
-https://arxiv.org/abs/2104.14294: a student matches the sharpened, centred output of an EMA
-teacher across multi-crop views. Here the backbone is a `Dinov2Model` small enough to train on
-two CPU cores in about half an hour; scenes are rendered on the fly from a seed, so no files
-are needed. An iBOT-style masked patch loss (Zhou et al., 2022, https://arxiv.org/abs/2111.07832)
-is added (on by default) because the encoder must also serve segmentation and depth heads.
+`--arch resnet` (the default, the bundled `shapes-resnet-tiny`): a tiny `ResNetModel` trained with
+InfoNCE (SimCLR, Chen et al. 2020, https://arxiv.org/abs/2002.05709) on its pooled token plus a
+dense InfoNCE on feature-map points that show the same scene point in both views. The two views
+of a scene are two renders that share its geometry (camera, shapes, places, sizes) and redraw all
+of its appearance (`render_scenes(appearance=...)`): colour, texture, sky, light and noise are not
+shared, so shape is what the views have in common; independent crops, flips, colour jitter and
+grayscale are applied on top, with the crop geometry known so that the dense term compares the same
+point. No labels, masks or depth enter training; a frozen-feature probe (linear on the pooled token,
+per-position segmentation and depth) is printed every `--probe_every_minutes` on the 256 test
+scenes, starting with the random init. DINO was tried first on these view pairs and collapsed to a
+uniform teacher (DESIGN.md §6): with no appearance cue left, self-distillation had nothing to
+hold on to, while a contrastive loss has every other scene of the batch as a negative.
 
-    accelerate launch scripts/pretrain_tiny.py --output_dir hf_ssl_robust/assets/shapes-vit-tiny
-    python scripts/pretrain_tiny.py --max_minutes 30 --output_dir ...   # one process
+`--arch vit`: the earlier recipe, DINO self-distillation (Caron et al. 2021,
+https://arxiv.org/abs/2104.14294) + an iBOT masked-patch loss (Zhou et al. 2022,
+https://arxiv.org/abs/2111.07832) of a tiny `Dinov2Model` on multi-crop views of whole scenes.
 
-Checkpoints (`--checkpoint_every`) resume exactly with `--resume`. The final encoder is saved as
-a plain `Dinov2Model` (config.json + model.safetensors) that `AutoModel.from_pretrained` loads.
+    python scripts/pretrain_tiny.py --output_dir outputs/embedded/shapes-resnet-tiny   # see make_embedded_default.sh
+    accelerate launch scripts/pretrain_tiny.py --num_workers 8 ...                    # a GPU: batches made in workers
+
+Checkpoints (`--checkpoint_every`) resume exactly with `--resume`; `--max_minutes` and
+`--stop_after_steps` stop early. The final encoder is saved as a plain backbone (config.json +
+model.safetensors) that `AutoModel.from_pretrained` loads.
 """
 
 from __future__ import annotations

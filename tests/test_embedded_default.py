@@ -211,3 +211,17 @@ def test_dense_loss_matches_the_same_scene_point_in_both_views():
     right = pretrain.dense_loss(view_a, view_b, boxes_a, boxes_b, 16, 0.1, torch.Generator().manual_seed(3))
     wrong = pretrain.dense_loss(view_a, view_b, boxes_a, boxes_a, 16, 0.1, torch.Generator().manual_seed(3))
     assert right < 0.5 * wrong, (right, wrong)
+
+
+def test_plot_pretraining_reads_the_probe_lines(tmp_path, capsys):
+    """scripts/plot_pretraining.py: only probe lines become table rows (loss lines are skipped), and the PNG is written."""
+    log = tmp_path / "training_log.jsonl"
+    rows = [{"step": 0, "minutes": 0.0, "scenes": 0, "probe_accuracy": 0.2, "probe_miou": 0.15, "probe_depth_rmse": 2.1},
+            {"step": 20, "loss": 9.0, "minutes": 0.5},
+            {"step": 40, "minutes": 5.0, "scenes": 5120, "probe_accuracy": 0.5, "probe_miou": 0.3, "probe_depth_rmse": 1.6}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probes = load_script("plot_pretraining").main([str(log), "--output", str(tmp_path / "curve.png")])
+    assert [p["step"] for p in probes] == [0, 40]
+    table = capsys.readouterr().out
+    assert "| 5.0 | 40 | 5120 | 0.500 | 0.300 | 1.600 |" in table and "9.0" not in table
+    assert (tmp_path / "curve.png").stat().st_size > 1000
