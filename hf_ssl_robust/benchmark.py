@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -116,9 +117,11 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
     """Run every cell that is not done yet and write all outputs; returns the records."""
     accelerator = accelerator or Accelerator()
     out = Path(cfg.output_dir)
+    started = time.perf_counter()
+    info = run_info(cfg, accelerator)
     if accelerator.is_main_process:
         (out / "cells").mkdir(parents=True, exist_ok=True)
-        write_json(out / "run_info.json", run_info(cfg, accelerator))
+        write_json(out / "run_info.json", info)
     accelerator.wait_for_everyone()
     logger.info(f"benchmark config: {asdict(cfg)}", main_process_only=True)
 
@@ -140,6 +143,8 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
     records = _dedupe_clean(records)
     if accelerator.is_main_process:
         write_outputs(records, out)
+        # wall time of this invocation (cells reused from an earlier run cost nothing here)
+        write_json(out / "run_info.json", {**info, "wall_seconds": round(time.perf_counter() - started, 1)})
     accelerator.wait_for_everyone()
     return records
 
@@ -259,6 +264,7 @@ def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
         "versions": {"hf_ssl_robust": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "accelerate": accelerate.__version__, "python": platform.python_version()},
         "processes": accelerator.num_processes, "device": str(accelerator.device),
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
     }
 
 

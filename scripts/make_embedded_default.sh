@@ -29,10 +29,12 @@ hf-ssl-robust benchmark --output_dir "$OUT/benchmark"
 for name in "$STD" "$TWIN"; do
     python scripts/bundle_encoder.py "$OUT/$name" "$name" --results "$OUT/benchmark/results.json" --card_copy "model_cards/$name.md"
 done
-# the committed evidence README quotes: tables, pretraining curve, random-weights control, supervised ceiling
+# the committed evidence README quotes: tables (python scripts/readme_results.py writes README's block from
+# results.json + run_info.json), pretraining curve, random-weights control, supervised ceiling
 DOCS=docs/embedded_default
 mkdir -p "$DOCS"
-cp "$OUT/benchmark/results.json" "$OUT/benchmark/results.md" "$DOCS/"
+cp "$OUT/benchmark/results.json" "$OUT/benchmark/results.md" "$OUT/benchmark/run_info.json" "$OUT/benchmark/robustness_curves.png" "$DOCS/"
+python scripts/readme_results.py
 cp "$OUT/$STD/training_log.jsonl" "$DOCS/pretraining_log.jsonl"
 python scripts/plot_pretraining.py "$DOCS/pretraining_log.jsonl" --output docs/embedded_default_pretraining.png
 python scripts/pretrain_tiny.py --arch resnet --output_dir "$OUT/$STD-random" --max_steps 0 --probe_every_minutes 0 --pool_scenes 1024
