@@ -40,4 +40,5 @@ python scripts/plot_pretraining.py "$DOCS/pretraining_log.jsonl" --output docs/e
 python scripts/pretrain_tiny.py --arch resnet --output_dir "$OUT/$STD-random" --max_steps 0 --probe_every_minutes 0 --pool_scenes 1024
 hf-ssl-robust benchmark --encoders "$OUT/$STD-random" --attacks embed --output_dir "$OUT/random-benchmark"
 cp "$OUT/random-benchmark/results.md" "$DOCS/random_weights_results.md"
+cp "$OUT/random-benchmark/results.json" "$DOCS/random_weights_results.json"
 python scripts/supervised_ceiling.py --arch resnet --steps 1200 --lr 2e-3 --eval_every 200 --output "$DOCS/supervised_ceiling_resnet.json"
