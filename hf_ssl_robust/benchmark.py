@@ -29,12 +29,15 @@ from torch.utils.data import DataLoader
 from .attacks import ATTACKS, make_attack
 from .batching import find_max_batch_size
 from .data import get_dataset_spec, make_dataset
+from .data.loaders import IndexedDataset, resolve_num_workers
 from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
 from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
-from .tasks import TASKS, default_image_size, get_task
+from .sizes import encoder_family, resolve_input_size
+from .tasks import TASKS, get_task
 from .training import TrainHeadConfig, train_head
+from .validation import benchmark_problems, cells, raise_problems
 
 logger = get_logger(__name__)
 
@@ -47,7 +50,7 @@ class BenchmarkConfig:
     tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": "classification segmentation depth"})
     datasets: list[str] = field(default_factory=lambda: ["shapes"], metadata={"help": "Registry dataset names."})
     attacks: list[str] = field(default_factory=lambda: ["embed", "pgd", "segpgd", "depth_pgd"], metadata={"help": "Each applies to the tasks it fits; embed to all."})
-    eps: list[str] = field(default_factory=lambda: ["8/255"], metadata={"help": "L-inf radii in [0, 1] pixel units, e.g. 2/255 8/255."})
+    eps: list[str] = field(default_factory=lambda: ["8/255"], metadata={"help": "Radii in pixel units, e.g. 2/255 8/255 (L-inf: in [0, 1]; L2 radii may exceed 1)."})
     steps: int = field(default=20, metadata={"help": "Attack steps (paper: 20)."})
     step_size: str = field(default="auto", metadata={"help": "Step size; auto = eps/4 (2/255 at the paper's 8/255)."})
     norm: str = field(default="linf", metadata={"help": "linf | l2"})
@@ -56,32 +59,25 @@ class BenchmarkConfig:
     batch_size: str = field(default="32", metadata={"help": "Evaluation / attack batch size, or `auto`: the largest that fits in memory."})
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Results, heads and plots go here; re-running resumes."})
     heads_dir: str | None = field(default=None, metadata={"help": "Load trained heads from here (<encoder>-<dataset>-<task>) instead of training."})
-    data_dir: str | None = field(default=None, metadata={"help": "Local folder for datasets that are not on the Hub."})
-    image_size: int | None = field(default=None, metadata={"help": "Input size (default: the dataset's)."})
+    data_dir: list[str] = field(default_factory=list, metadata={"help": "Local copies: NAME=PATH per dataset (repeatable), e.g. cityscapes=/data/cs; a bare PATH when only one requested dataset reads files. ShapesWorld is always generated."})
+    image_size: int | None = field(default=None, metadata={"help": "Input size: square side (classification), short side and window (dense tasks). Default: the paper's size for the encoder family and dataset (see `hf-ssl-robust info` / hf_ssl_robust.sizes)."})
     num_train_samples: int | None = field(default=None, metadata={"help": "Head training subset (ShapesWorld: how many scenes)."})
     head_epochs: int | None = field(default=None, metadata={"help": "Override the paper's head epochs (all tasks)."})
     head_lr: float | None = field(default=None, metadata={"help": "Override the paper's head learning rate (all tasks)."})
     num_examples: int = field(default=4, metadata={"help": "Images in each clean-vs-adversarial example figure."})
+    num_workers: str = field(default="auto", metadata={"help": "DataLoader workers for head training and evaluation; auto: none for in-memory ShapesWorld, else up to 8 (one core left free)."})
+    dry_run: bool = field(default=False, metadata={"help": "Print every cell that would run (sizes, windows, head settings, forward/backward passes) without loading weights or data."})
     seed: int = 0
 
     def __post_init__(self):
-        for t in self.tasks:
-            get_task(t)
-        unknown = [a for a in self.attacks if a not in ATTACKS]
-        if unknown:
-            raise ValueError(f"Unknown attack(s) {unknown}; available: {sorted(ATTACKS)}")
-        self.eps_values = [parse_eps(e) for e in self.eps]
-        if self.step_size != "auto":
-            parse_eps(self.step_size)
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}.")
+        from .validation import benchmark_problems, parse_data_dirs, raise_problems
+
+        self.data_dir = [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
+        raise_problems(benchmark_problems(self, encoders=False))  # every cheap check, all at once
+        self.eps_values = [parse_eps(e, norm=self.norm) for e in self.eps]
         if str(self.batch_size) != "auto":
-            try:
-                self.batch_size = int(self.batch_size)
-            except ValueError:
-                raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}.") from None
-            if self.batch_size < 1:
-                raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size}.")
+            self.batch_size = int(self.batch_size)
+        self.data_dirs = parse_data_dirs(self.data_dir, self.datasets)[0]
 
     def resolved_encoders(self) -> list[str]:
         if self.encoders:
@@ -92,7 +88,7 @@ class BenchmarkConfig:
         return list(bundled)
 
     def attack_step_size(self, eps: float) -> float:
-        return eps / 4 if self.step_size == "auto" else parse_eps(self.step_size)
+        return eps / 4 if self.step_size == "auto" else parse_eps(self.step_size, norm=self.norm)
 
 
 def _slug(*parts: str) -> str:
@@ -105,7 +101,8 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
                 num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
-                batch_size=cfg.batch_size)  # random starts are seeded per batch, so the grouping matters
+                data_dir=cfg.data_dirs.get(dataset))
+    # no batch_size: random starts are seeded per image and mixed sizes never share a canvas
 
 
 def _cell_path(out: Path, key: dict) -> Path:
@@ -114,11 +111,19 @@ def _cell_path(out: Path, key: dict) -> Path:
 
 
 def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) -> list[dict]:
-    """Run every cell that is not done yet and write all outputs; returns the records."""
+    """Run every cell that is not done yet and write all outputs; returns the records.
+
+    Everything is validated first (`hf_ssl_robust.validation`); dataset x task pairs that do not
+    exist are skipped with one log line each and listed in `run_info.json`.
+    """
+    raise_problems(benchmark_problems(cfg))
     accelerator = accelerator or Accelerator()
     out = Path(cfg.output_dir)
     started = time.perf_counter()
-    info = run_info(cfg, accelerator)
+    pairs, skipped = cells(cfg)
+    for s in skipped:
+        logger.warning(f"skipping {s['dataset']} x {s['task']}: {s['reason']}", main_process_only=True)
+    info = {**run_info(cfg, accelerator), "skipped": skipped}
     if accelerator.is_main_process:
         (out / "cells").mkdir(parents=True, exist_ok=True)
         write_json(out / "run_info.json", info)
@@ -128,18 +133,17 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
     records: list[dict] = []
     for encoder_name in cfg.resolved_encoders():
         encoder = None
-        for dataset in cfg.datasets:
-            for task_name in cfg.tasks:
-                task = get_task(task_name)
-                keys = [_cell_key(cfg, encoder_name, task_name, dataset, eps) for eps in cfg.eps_values]
-                todo = [k for k in keys if not _cell_path(out, k).is_file()]
-                if todo:
-                    encoder = encoder if encoder is not None else load_encoder(encoder_name)
-                    model, spec = _head(cfg, encoder, encoder_name, task_name, dataset, accelerator)
-                    for key in todo:
-                        _run_cell(cfg, key, model, task, spec, accelerator, out)
-                for key in keys:
-                    records.extend(json.loads(_cell_path(out, key).read_text())["records"])
+        for dataset, task_name in pairs:
+            task = get_task(task_name)
+            keys = [_cell_key(cfg, encoder_name, task_name, dataset, eps) for eps in cfg.eps_values]
+            todo = [k for k in keys if not _cell_path(out, k).is_file()]
+            if todo:
+                encoder = encoder if encoder is not None else load_encoder(encoder_name)
+                model, spec = _head(cfg, encoder, encoder_name, task_name, dataset, accelerator)
+                for key in todo:
+                    _run_cell(cfg, key, model, task, spec, accelerator, out)
+            for key in keys:
+                records.extend(json.loads(_cell_path(out, key).read_text())["records"])
     records = _dedupe_clean(records)
     if accelerator.is_main_process:
         write_outputs(records, out)
@@ -159,8 +163,8 @@ def _head(cfg, encoder, encoder_name, task_name, dataset, accelerator):
             return task.head_class.from_pretrained(folder).eval(), spec
     train_cfg = TrainHeadConfig(
         encoder=encoder_name, task=task_name, dataset=dataset, output_dir=str(Path(cfg.output_dir) / "heads" / slug),
-        data_dir=cfg.data_dir, image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr,
-        num_train_samples=cfg.num_train_samples, seed=cfg.seed,
+        data_dir=cfg.data_dirs.get(dataset), image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr,
+        num_train_samples=cfg.num_train_samples, num_workers=cfg.num_workers, seed=cfg.seed,
     )
     model, _ = train_head(train_cfg, accelerator=accelerator, encoder=encoder)
     return model.eval(), spec
@@ -177,8 +181,7 @@ def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, star
         t = target.expand(b, *target.shape[1:]).contiguous()
         for attack in attacks.values():
             one_step = dataclasses.replace(attack, steps=1)
-            surface = model.encoder if attack.surface == "encoder" else model
-            one_step.perturb(surface, x, None if attack.surface == "encoder" else t)
+            one_step.perturb(model, x, None if attack.surface == "encoder" else t)
 
     return find_max_batch_size(run, start=min(start, len(dataset)), device=device)
 
@@ -190,16 +193,18 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
                           track_best=cfg.track_best, seed=cfg.seed, **task.attack_kwargs(name, spec))
         for name in key["attacks"]
     }
-    image_size = cfg.image_size or default_image_size(model.encoder, spec)
-    dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dir, image_size=image_size)
+    image_size = resolve_input_size(encoder_family(model.encoder.config.model_type), spec, cfg.image_size).size
+    dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dirs.get(spec.name), image_size=image_size)
     if cfg.max_eval_samples is not None and len(dataset) > cfg.max_eval_samples:
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_eval_samples]
         dataset = torch.utils.data.Subset(dataset, sorted(idx.tolist()))
+    dataset = IndexedDataset(dataset)  # per-image attack seeds: numbers independent of the batch size
     batch_size = cfg.batch_size
     if batch_size == "auto":
         batch_size = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key)
         logger.info(f"--batch_size auto: {batch_size}", main_process_only=True)
-    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
+    workers = resolve_num_workers(cfg.num_workers, dataset)
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers))
     examples: dict = {}
 
     def keep_examples(batch, preds):

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,12 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     from .results import markdown_tables
 
     cfg = parse_config(BenchmarkConfig, argv, "hf-ssl-robust benchmark")
+    if cfg.dry_run:
+        from .planning import format_plan, plan_benchmark
+        from .validation import cells
+
+        print(format_plan(plan_benchmark(cfg), cells(cfg)[1]), end="")
+        return 0
     records = run_benchmark(cfg)
     from accelerate import PartialState
 
@@ -121,6 +128,10 @@ def info_main(argv: list[str] | None = None) -> int:
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:<14} {spec.description}")
     print("Attacks: " + ", ".join(sorted(ATTACKS)))
+    from .sizes import sizes_table
+
+    print("Paper input sizes per encoder family (hf_ssl_robust/sizes.py; --image_size overrides):")
+    print(sizes_table(), end="")
     return 0
 
 
@@ -135,6 +146,9 @@ def parse_config(config_class, argv: list[str] | None, prog: str):
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
     parser = HfArgumentParser(config_class, prog=prog)
+    # `--eps -8/255` is a (bad) value, not an option: let the config say what is wrong with it.
+    parser._negative_number_matcher = re.compile(r"^-\d+(/\d+)?$|^-\d*\.\d+$")
+    rest = _merge_repeated(rest, {f"--{a.dest}" for a in parser._actions if a.nargs in ("+", "*")})
     parser.add_argument("--config", default=None, help="YAML or JSON file of these fields; flags override it.")
     if known.config:
         path = Path(known.config)
@@ -152,6 +166,32 @@ def parse_config(config_class, argv: list[str] | None, prog: str):
         parser.set_defaults(**values)
     cfg, *_ = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
     return cfg
+
+
+def _merge_repeated(argv: list[str], list_flags: set[str]) -> list[str]:
+    """`--data_dir a=1 --data_dir b=2` -> `--data_dir a=1 b=2` for list options (argparse keeps the last)."""
+    merged: dict[str, list[str]] = {}
+    out: list[str] = []
+    flag = None
+    for token in argv:
+        if token in list_flags:
+            flag = token
+            if flag not in merged:
+                merged[flag] = []
+                out.append(flag)
+            continue
+        if token.startswith("--"):
+            flag = None
+        if flag is not None:
+            merged[flag].append(token)
+        else:
+            out.append(token)
+    result: list[str] = []
+    for token in out:
+        result.append(token)
+        if token in merged:
+            result.extend(merged[token])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

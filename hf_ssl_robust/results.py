@@ -24,8 +24,9 @@ TASK_TABLES = {
 }
 
 
-def parse_eps(value: str | float | int) -> float:
-    """Parse an ε given as `8/255`, `0.0314` or `0` (never `eval`)."""
+def parse_eps(value: str | float | int, norm: str = "linf") -> float:
+    """Parse an ε given as `8/255`, `0.0314` or `0` (never `eval`). L-inf radii lie in [0, 1];
+    L2 radii may exceed 1 (ImageNet-scale L2 attacks use 0.5 to 3 and more)."""
     if isinstance(value, (int, float)):
         eps = float(value)
     else:
@@ -33,8 +34,10 @@ def parse_eps(value: str | float | int) -> float:
             eps = float(Fraction(str(value).strip()))
         except (ValueError, ZeroDivisionError) as err:
             raise ValueError(f"Cannot read eps {value!r}: write it as a fraction like 8/255 or a number like 0.03.") from err
-    if not 0.0 <= eps <= 1.0 or math.isnan(eps):
-        raise ValueError(f"eps={value!r} is outside [0, 1]: eps is in [0, 1] pixel units (8/255 is the paper's).")
+    if math.isnan(eps) or eps < 0:
+        raise ValueError(f"eps={value!r} is negative: eps is a radius >= 0 in [0, 1] pixel units (8/255 is the paper's).")
+    if norm != "l2" and eps > 1.0:
+        raise ValueError(f"eps={value!r} is above 1: L-inf eps is in [0, 1] pixel units (8/255 is the paper's); L2 radii may exceed 1 with --norm l2.")
     return eps
 
 

@@ -283,6 +283,11 @@ class _Counting(nn.Module):
         self.callback(self.calls)
         return self.model(*args, **kwargs)
 
+    def read_tokens(self, pixels):  # only for heads: EmbedAttack on exactly what the head reads
+        self.calls += 1
+        self.callback(self.calls)
+        return self.model.read_tokens(pixels)
+
 
 class SpaceBackend:
     """Encoders, cached heads and the attack of the Space.
@@ -420,7 +425,7 @@ class SpaceBackend:
         with torch.no_grad():
             clean_out = model(x)
             clean_tokens = model.encoder(x, pre_norm=t.embed_pre_norm)
-        victim = model.encoder if attack == "embed" else model
+        victim = model  # EmbedAttack reads the head's own tokens (`read_tokens`), the task attack its output
         calls = steps + (1 if attack == "embed" else 0)
         counted = _Counting(victim, lambda i: progress(min(i / calls, 1.0), f"attack step {max(i - calls + steps, 0)}/{steps}"))
         # The task attack pushes the prediction away from the clean one (the standard choice without

@@ -42,13 +42,15 @@ class Task:
 
         return HEADS[self.name]
 
-    def head_kwargs(self, spec, image_size: int) -> dict:
-        """Head config fields that come from the dataset spec."""
+    def head_kwargs(self, spec, image_size: int, window_stride: int | None = None) -> dict:
+        """Head config fields that come from the dataset spec (and the sizes table's window stride)."""
         kwargs: dict[str, Any] = {"image_size": image_size}
         if self.name == "classification":
             kwargs["num_labels"] = spec.num_classes
         elif self.name == "segmentation":
             kwargs.update(num_labels=spec.num_classes, ignore_index=spec.ignore_index, window_size=image_size)
+            if window_stride is not None:
+                kwargs["window_stride"] = window_stride
         else:
             kwargs["max_depth"] = float(spec.max_depth or 10.0)
         if spec.class_names and self.name != "depth":
@@ -69,7 +71,7 @@ class Task:
 
     def attack_kwargs(self, attack: str, spec) -> dict:
         """Task-specific attack settings: which tokens EmbedAttack targets, ignore index, max depth."""
-        if attack == "embed":
+        if attack == "embed":  # the head's `read_tokens` decides which tokens; kept for bare encoders
             return {"tokens": self.embed_tokens, "pre_norm": self.embed_pre_norm}
         if attack == "segpgd":
             return {"ignore_index": spec.ignore_index}
@@ -95,16 +97,6 @@ TASKS: dict[str, Task] = {
     "segmentation": Task("segmentation", "mask", "segpgd", "patch", False, "mean_iou", True, _argmax_logits),
     "depth": Task("depth", "depth", "depth_pgd", "patch", True, "rmse", False, _depth),
 }
-
-
-def default_image_size(encoder, spec) -> int | tuple[int, int]:
-    """The paper's input size: the dataset's own for ShapesWorld and fixed-size depth data (NYU
-    480x640), else 224 for DINO v1 (`vit`) and 518 for DINOv2 encoders."""
-    from .encoders import PAPER_IMAGE_SIZE
-
-    if spec.source == "synthetic" or not isinstance(spec.image_size, int):
-        return spec.image_size
-    return PAPER_IMAGE_SIZE.get(encoder.config.model_type, spec.image_size)
 
 
 def get_task(name: str) -> Task:

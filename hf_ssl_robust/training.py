@@ -23,12 +23,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .data import get_dataset_spec, make_dataset
+from .data.loaders import resolve_num_workers
 from .data.loading import collate
 from .data.transforms import RandomHorizontalFlip, eval_transform, train_transform
 from .encoders import load_encoder
 from .evaluation import evaluate
 from .results import write_json
-from .tasks import default_image_size, get_task
+from .sizes import encoder_family, resolve_input_size
+from .tasks import get_task
 
 logger = get_logger(__name__)
 
@@ -49,7 +51,7 @@ class TrainHeadConfig:
     dataset: str = field(default="shapes", metadata={"help": "Registry dataset name (see `hf-ssl-robust info`)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where the head is saved (default outputs/heads/<encoder>-<dataset>-<task>)."})
     data_dir: str | None = field(default=None, metadata={"help": "Local folder for datasets that are not on the Hub."})
-    image_size: int | None = field(default=None, metadata={"help": "Training / window size (default: the dataset's)."})
+    image_size: int | None = field(default=None, metadata={"help": "Input size: square side (classification), short side and window (dense tasks). Default: the paper's size for the encoder family and dataset (see `hf-ssl-robust info` / hf_ssl_robust.sizes)."})
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -63,6 +65,7 @@ class TrainHeadConfig:
     num_train_samples: int | None = field(default=None, metadata={"help": "Subset of the training split (ShapesWorld: how many to render)."})
     num_eval_samples: int | None = field(default=None, metadata={"help": "Subset of the evaluation split."})
     eval_batch_size: int = 64
+    num_workers: str = field(default="auto", metadata={"help": "DataLoader workers; auto: none for in-memory data (ShapesWorld, cached features), else up to 8 (one core left free)."})
     seed: int = 0
 
     def __post_init__(self):
@@ -73,6 +76,7 @@ class TrainHeadConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
         if self.optimizer is not None and self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}.")
+        resolve_num_workers(self.num_workers)
 
     def hyperparameters(self, spec=None) -> dict:
         """The paper's preset for the task, then the dataset's own `head_presets`, then explicit settings."""
@@ -82,6 +86,8 @@ class TrainHeadConfig:
 
 class _CachedFeatures(Dataset):
     """Cached `(features, target)` of each image and, with flips, of its mirror image."""
+
+    in_memory = True  # no DataLoader workers needed
 
     def __init__(self, features: torch.Tensor, targets: torch.Tensor, seed: int):
         self.features, self.targets, self.seed, self.epoch = features, targets, seed, 0  # [V, N, ...]
@@ -111,9 +117,9 @@ def _cache_size_gb(model, task, n: int, image_size: int, views: int) -> float:
 
 
 @torch.no_grad()
-def _extract(model, dataset, task, views: int, batch_size: int, show: bool):
+def _extract(model, dataset, task, views: int, batch_size: int, show: bool, num_workers="auto"):
     feats, targets = [[] for _ in range(views)], [[] for _ in range(views)]
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=resolve_num_workers(num_workers, dataset))
     for batch in tqdm(loader, desc="caching features", disable=not show, leave=False):
         for v in range(views):
             sample = {"pixel_values": batch["pixel_values"], task.target_key: batch[task.target_key]}
@@ -142,14 +148,15 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     hp = cfg.hyperparameters(spec)
     set_seed(cfg.seed)
     encoder = load_encoder(encoder if encoder is not None else cfg.encoder)
-    image_size = cfg.image_size or default_image_size(encoder, spec)
-    image_size = image_size if isinstance(image_size, int) else min(image_size)  # the head's window / crop side
-    head_kwargs = task.head_kwargs(spec, image_size)
+    inp = resolve_input_size(encoder_family(encoder.config.model_type), spec, cfg.image_size)  # the paper's sizes
+    size = inp.size
+    image_size = inp.window or (size if isinstance(size, int) else min(size))  # the head's window / crop side
+    head_kwargs = task.head_kwargs(spec, image_size, window_stride=inp.stride)
     show = accelerator.is_local_main_process
 
-    data_kw = dict(data_dir=cfg.data_dir, image_size=image_size, seed=cfg.seed)
+    data_kw = dict(data_dir=cfg.data_dir, image_size=size, seed=cfg.seed)
     base = make_dataset(spec, "train", num_samples=cfg.num_train_samples, **data_kw,
-                        transform=None if spec.source == "synthetic" else eval_transform(task.name, image_size, ignore_index=spec.ignore_index))
+                        transform=None if spec.source == "synthetic" else eval_transform(task.name, size, ignore_index=spec.ignore_index))
     perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     n_val = max(1, round(cfg.val_fraction * len(base)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -164,11 +171,12 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     timings = {}
     start = time.perf_counter()
     if use_cache:
-        feats, targets = _extract(probe, Subset(base, train_idx), task, views, cfg.eval_batch_size, show)
+        feats, targets = _extract(probe, Subset(base, train_idx), task, views, cfg.eval_batch_size, show, cfg.num_workers)
         train_data = _CachedFeatures(feats, targets, cfg.seed)
         collate_fn = None
     else:
-        aug = train_transform(task.name, image_size, ignore_index=spec.ignore_index, seed=cfg.seed) if cfg.augment else None
+        crop = inp.crop or size
+        aug = train_transform(task.name, crop, ignore_index=spec.ignore_index, seed=cfg.seed) if cfg.augment else None
         full = make_dataset(spec, "train", num_samples=cfg.num_train_samples, transform=aug, **data_kw)
         train_data = Subset(full, train_idx)
         collate_fn = collate
@@ -192,13 +200,14 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     timings["train_s"] = sum(a["seconds"] for a in attempts)
     model = result["model"]
 
-    eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate))
+    eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate,
+                                                 num_workers=resolve_num_workers(cfg.num_workers, eval_ds)))
     clean = evaluate(model, eval_loader, task, spec, accelerator=accelerator, desc="test")["none"]
     info = {
         "task": task.name, "encoder": str(cfg.encoder or encoder.name_or_path), "dataset": spec.name,
         "eval_split": spec.eval_split, "metrics": clean, "validation": result["best_val"],
         "best_epoch": result["best_epoch"], "hyperparameters": {**hp, "lr": lr}, "lr_search": attempts,
-        "image_size": image_size, "feature_cache": use_cache, "num_train": len(train_idx), "num_val": n_val,
+        "image_size": image_size, "input_size": size, "window_stride": inp.stride, "feature_cache": use_cache, "num_train": len(train_idx), "num_val": n_val,
         "timings": timings, "config": asdict(cfg),
     }
     if cfg.output_dir is not None:
@@ -225,8 +234,9 @@ def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accel
     else:
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=hp["weight_decay"])
     loader = DataLoader(train_data, batch_size=hp["batch_size"], shuffle=True, collate_fn=collate_fn,
-                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_data) > hp["batch_size"])
-    val_loader = DataLoader(val_data, batch_size=cfg.eval_batch_size, collate_fn=collate)
+                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_data) > hp["batch_size"],
+                        num_workers=resolve_num_workers(cfg.num_workers, train_data))
+    val_loader = DataLoader(val_data, batch_size=cfg.eval_batch_size, collate_fn=collate, num_workers=resolve_num_workers(cfg.num_workers, val_data))
     model, opt, loader, val_loader = accelerator.prepare(model, opt, loader, val_loader)
     best, best_val, best_epoch, diverged = None, None, -1, False
     start = time.perf_counter()

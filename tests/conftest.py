@@ -68,3 +68,11 @@ def tiny_vit_path(tmp_path_factory):
 def tiny_encoder(tiny_dinov2_path):
     """A fresh tiny PixelEncoder (eval mode) loaded from disk."""
     return load_encoder(tiny_dinov2_path)
+
+
+@pytest.fixture(scope="session")
+def format_twins(tmp_path_factory):
+    """`{dataset: folder}`: tiny copies of every registered real dataset in its exact format (tests/format_twins.py)."""
+    from format_twins import write_format_twins
+
+    return write_format_twins(tmp_path_factory.mktemp("twins"))

@@ -91,7 +91,7 @@ def test_get_dataset_spec__overrides():
     spec = get_dataset_spec("ade20k", hub_id="me/ade", target_column="label", eval_split="val", data_dir="/x")
     assert (spec.hub_id, spec.target_column, spec.eval_split, spec.data_dir) == ("me/ade", "label", "val", "/x")
     assert DATASETS["ade20k"].hub_id == "zhoubolei/scene_parse_150"  # registry untouched
-    assert get_dataset_spec("voc2012", hub_id=None).hub_id == "jxie/pascal-voc-2012"  # None = keep
+    assert get_dataset_spec("voc2012", hub_id=None).hub_id == "nateraw/pascal-voc-2012"  # None = keep
 
 
 def test_get_dataset_spec__unknown_name():

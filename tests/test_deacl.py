@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 import hf_ssl_robust.defenses.deacl as deacl_module
 from hf_ssl_robust.defenses import DeACLConfig, deacl_loss, train_deacl
-from hf_ssl_robust.defenses.deacl import DenseCosineAttack, StepBatchSampler, augment_batch
+from hf_ssl_robust.defenses.deacl import DenseCosineAttack, StepBatchSampler
 from hf_ssl_robust.encoders import load_encoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,14 +82,6 @@ def test_deacl_loss__shape_mismatch():
 
 
 # --- pieces of the loop ------------------------------------------------------------------------------
-def test_augment_batch__in_range_deterministic_and_random():
-    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    out = augment_batch(x, torch.Generator().manual_seed(5))
-    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
-    torch.testing.assert_close(out, augment_batch(x, torch.Generator().manual_seed(5)), rtol=0, atol=0)
-    assert not torch.equal(out, augment_batch(x, torch.Generator().manual_seed(6)))
-
-
 def test_step_batch_sampler__epochs_are_permutations_and_shards_partition():
     full = list(StepBatchSampler(10, 4, seed=0, start=0, total=4, rank=0, world=1))  # 2 steps per epoch
     assert len(set(full[0] + full[1])) == 8 and len(set(full[2] + full[3])) == 8
@@ -297,3 +289,26 @@ def test_robustness_evolution__small_benchmark_per_step_and_plot(tiny_dinov2_pat
     # The step-0 evaluation must not freeze the student: training still moved its weights afterwards.
     start, end = load_encoder(tiny_dinov2_path).state_dict(), load_encoder(str(out)).state_dict()
     assert any(not torch.equal(start[k], end[k]) for k in start)
+
+
+def test_deacl_crops__come_from_the_full_image():
+    """The random resized crop sees the whole image (a centre-cropped 224 image would never show the sides)."""
+    from hf_ssl_robust.defenses.deacl import FullImageCrops
+
+    x = torch.zeros(3, 32, 96)
+    x[:, :, :32] = x[:, :, 64:] = 1.0  # only the sides are bright; the centre square is dark
+
+    class One(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"pixel_values": x}
+
+    crops = FullImageCrops(One(), 16, min_scale=0.1)
+    outs = [crops[(0, seed)]["pixel_values"] for seed in range(20)]
+    assert all(o.shape == (3, 16, 16) for o in outs)
+    assert any(float(o.max()) > 0.5 for o in outs)  # some crops reach outside the centre square
+    assert torch.equal(crops[(0, 7)]["pixel_values"], outs[7])  # a pure function of (index, seed)
+    pairs = list(StepBatchSampler(10, 4, seed=0, start=0, total=2, rank=0, world=1, seeded=True))
+    assert [i for i, _ in pairs[0]] == list(StepBatchSampler(10, 4, seed=0, start=0, total=2, rank=0, world=1))[0]

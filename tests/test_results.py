@@ -23,10 +23,17 @@ def test_parse_eps__fractions_and_numbers(text, value):
     assert parse_eps(text) == pytest.approx(value, abs=1e-12)
 
 
-@pytest.mark.parametrize("bad,match", [("__import__('os')", "fraction like 8/255"), ("1/0", "fraction"), ("2", r"outside \[0, 1\]"), (-0.1, "outside")])
+@pytest.mark.parametrize("bad,match", [("__import__('os')", "fraction like 8/255"), ("1/0", "fraction"), ("2", r"above 1"), (-0.1, "negative"),
+                                       ("-8/255", "negative")])
 def test_parse_eps__rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
         parse_eps(bad)
+
+
+def test_parse_eps__l2_radii_may_exceed_one():
+    assert parse_eps("3.0", norm="l2") == 3.0 and parse_eps("0.5", norm="l2") == 0.5
+    with pytest.raises(ValueError, match="negative"):
+        parse_eps("-1", norm="l2")
 
 
 def test_format_eps__round_trips_multiples_of_1_255():

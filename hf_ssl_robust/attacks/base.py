@@ -84,7 +84,8 @@ class Attack(abc.ABC):
         steps: number of gradient steps T.
         random_start: start uniformly in the eps-ball (clamped to [0, 1] before the first forward).
         seed: seeds the random start (a `torch.Generator` on the pixels' device); None uses the
-            global RNG.
+            global RNG; a sequence of B ints seeds each image on its own (results then do not
+            depend on how images are batched).
         norm: "linf" (sign-gradient ascent, the paper) or "l2" (normalised-gradient ascent).
         track_best: return, per sample, the iterate with the highest `score` (final iterate
             included, at the cost of one more forward) instead of the final one.
@@ -94,7 +95,7 @@ class Attack(abc.ABC):
     step_size: float = 2 / 255
     steps: int = 20
     random_start: bool = True
-    seed: int | None = None
+    seed: int | tuple[int, ...] | None = None
     norm: str = "linf"
     track_best: bool = False
 
@@ -236,7 +237,11 @@ def _round_down(eps: float, dtype: torch.dtype) -> float:
     return e.item()
 
 
-def _random_start(x: Tensor, eps: float, linf: bool, seed: int | None) -> Tensor:
+def _random_start(x: Tensor, eps: float, linf: bool, seed) -> Tensor:
+    if isinstance(seed, (list, tuple)):  # one seed per image
+        if len(seed) != x.shape[0]:
+            raise ValueError(f"Got {len(seed)} per-image seeds for {x.shape[0]} images.")
+        return torch.cat([_random_start(x[i : i + 1], eps, linf, int(s)) for i, s in enumerate(seed)])
     generator = None
     if seed is not None:
         generator = torch.Generator(device=x.device)

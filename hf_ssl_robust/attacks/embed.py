@@ -4,8 +4,9 @@ Kowalczuk et al., "Benchmarking Robust Self-Supervised Learning Across Diverse D
 Tasks" (2024), https://arxiv.org/abs/2407.12588, Sec. 3: task-agnostic, it only sees the encoder.
 
 Threat model: L-inf (or L2) ball of radius eps around x, pixels in [0, 1].
-Shapes: `model` is a `PixelEncoder` (pixels `[B, 3, H, W]` -> `.cls [B, D]`, `.patches
-[B, N, D]`); `target` defaults to the clean embedding of the chosen tokens, computed once.
+Shapes: `model` is a task head that exposes `read_tokens(pixels) -> [B, ...]` (the tokens it
+reads, windows and padding included: what the benchmark attacks), or a `PixelEncoder` (pixels
+`[B, 3, H, W]` -> `.cls [B, D]`, `.patches [B, N, D]`, picked by `tokens` / `pre_norm`); `target` defaults to the clean embedding of the chosen tokens, computed once.
 Objective per sample: `‖f(x_adv) − f(x)‖₂` over the chosen tokens, flattened (or `1 − cos` with
 `distance="cosine"`, the DeACL inner maximisation). The clean point is a stationary point of
 this objective (zero gradient), so keep `random_start=True`.
@@ -36,7 +37,7 @@ class EmbedAttack(Attack):
     """Maximise the distance between adversarial and clean embeddings (see module docstring).
 
     Args:
-        tokens: "cls" (what the classification head reads) or "patch" (segmentation, depth).
+        tokens: for a bare encoder: "cls" or "patch" (a head decides for itself).
         pre_norm: read tokens before the final layer norm (True for the depth head), after it
             (False), or the encoder's own default (None).
         distance: "l2" (the paper) or "cosine" (`1 − cos`, DeACL).
@@ -56,6 +57,8 @@ class EmbedAttack(Attack):
             raise ValueError(f"distance must be one of {list(DISTANCES)}, got {self.distance!r}.")
 
     def forward(self, model: Any, pixels: Tensor) -> Tensor:
+        if hasattr(model, "read_tokens"):  # a task head: exactly the tokens it reads
+            return model.read_tokens(pixels).flatten(1)
         out = model(pixels) if self.pre_norm is None else model(pixels, pre_norm=self.pre_norm)
         if isinstance(out, Tensor):  # a plain feature extractor
             return out.flatten(1)

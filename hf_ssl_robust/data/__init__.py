@@ -15,6 +15,7 @@ from .loading import (
     make_dataset,
     to_unified,
 )
+from .loaders import IndexedDataset, resolve_num_workers
 from .registry import DATASETS, TARGET_KEYS, TASKS, DatasetSpec, get_dataset_spec, register_dataset
 from .transforms import (
     CenterCrop,
@@ -38,6 +39,7 @@ __all__ = [
     "Compose",
     "DatasetSpec",
     "DatasetUnavailableError",
+    "IndexedDataset",
     "PadToMultiple",
     "RandomCrop",
     "RandomHorizontalFlip",
@@ -53,6 +55,7 @@ __all__ = [
     "load_split",
     "make_dataloader",
     "make_dataset",
+    "resolve_num_workers",
     "register_dataset",
     "to_unified",
     "train_transform",

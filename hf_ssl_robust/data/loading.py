@@ -138,6 +138,8 @@ def _load_local(spec: DatasetSpec, split: str):
         if path.suffix != ".parquet":
             raise ValueError(f"Dataset {spec.name!r}: data_dir {str(path)!r} is a file but not .parquet")
         return datasets.load_dataset("parquet", data_files=str(path), split="train")
+    if (path / "leftImg8bit").is_dir() and (path / "gtFine").is_dir():
+        return _load_cityscapes_layout(spec, path, split)
     if (path / split / "state.json").exists():
         return datasets.load_from_disk(str(path / split))
     if (path / "dataset_dict.json").exists():
@@ -146,6 +148,23 @@ def _load_local(spec: DatasetSpec, split: str):
         return datasets.load_from_disk(str(path))
     builder = "parquet" if any(path.rglob("*.parquet")) else "imagefolder"
     return _pick_split(datasets.load_dataset(builder, data_dir=str(path)), split, path)
+
+
+def _load_cityscapes_layout(spec: DatasetSpec, path: Path, split: str):
+    """The folder as downloaded from cityscapes-dataset.com: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png``
+    paired with ``gtFine/<split>/<city>/*_gtFine_labelIds.png`` (columns: the spec's image and target)."""
+    import datasets
+
+    splits = sorted(p.name for p in (path / "leftImg8bit").iterdir() if p.is_dir())
+    if split not in splits:
+        raise ValueError(f"Split {split!r} not found in {str(path / 'leftImg8bit')!r}; available: {splits} (pass train_split= / eval_split=)")
+    images = sorted((path / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
+    masks = [path / "gtFine" / split / f.parent.name / f.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png") for f in images]
+    missing = [str(m) for m in masks if not m.is_file()]
+    if missing or not images:
+        raise ValueError(f"Cityscapes folder {str(path)!r}, split {split!r}: {len(images)} images, missing label files {missing[:3]}")
+    features = datasets.Features({spec.image_column: datasets.Image(), spec.target_column: datasets.Image()})
+    return datasets.Dataset.from_dict({spec.image_column: [str(f) for f in images], spec.target_column: [str(m) for m in masks]}, features=features)
 
 
 def _pick_split(dataset_dict, split: str, path: Path):
@@ -332,7 +351,7 @@ class UnifiedDataset(torch.utils.data.Dataset):
     number of workers; call :meth:`set_epoch` for fresh augmentations each epoch.
     """
 
-    def __init__(self, dataset, spec: DatasetSpec, transform=None, *, seed: int = 0, nan_depth: str = "error"):
+    def __init__(self, dataset, spec: DatasetSpec, transform=None, *, seed: int = 0, nan_depth: str | None = None):
         import datasets
 
         check_columns(dataset, spec)
@@ -342,7 +361,7 @@ class UnifiedDataset(torch.utils.data.Dataset):
             if isinstance(feature, datasets.Image) and feature.decode:
                 dataset = dataset.cast_column(column, datasets.Image(decode=False))
         self.dataset, self.spec, self.transform = dataset, spec, transform
-        self.seed, self.epoch, self.nan_depth = seed, 0, nan_depth
+        self.seed, self.epoch, self.nan_depth = seed, 0, nan_depth or spec.nan_depth
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -391,19 +410,26 @@ class ShapesTensorDataset(UnifiedDataset):
 
 
 def collate(samples: list[dict[str, torch.Tensor]], ignore_index: int = 255) -> dict[str, torch.Tensor]:
-    """Stack samples into the unified batch. Mixed sizes are padded bottom-right to the largest:
-    image with 0, mask with ``ignore_index``, depth with 0 (invalid), so metrics skip the padding."""
+    """Stack samples into the unified batch.
+
+    Mixed sizes are stored padded bottom-right to the largest (image with 0, mask with
+    ``ignore_index``, depth with 0 = invalid) only so that they fit in one tensor: the batch then
+    carries ``image_size`` (``[B, 2]`` true heights and widths), and :func:`hf_ssl_robust.evaluation.evaluate`
+    crops every image back to its own size before any model or attack sees it (DESIGN §5).
+    """
     if not samples:
         raise ValueError("collate: empty list of samples")
     batch: dict[str, torch.Tensor] = {}
-    h = max(s["pixel_values"].shape[-2] for s in samples)
-    w = max(s["pixel_values"].shape[-1] for s in samples)
+    sizes = [tuple(s["pixel_values"].shape[-2:]) for s in samples]
+    h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
     fills = {"pixel_values": 0.0, "mask": ignore_index, "depth": 0.0}
     for key in samples[0]:
         values = [s[key] for s in samples]
         if key in fills:
             values = [torch.nn.functional.pad(v, (0, w - v.shape[-1], 0, h - v.shape[-2]), value=fills[key]) for v in values]
         batch[key] = torch.stack(values)
+    if len(set(sizes)) > 1:
+        batch["image_size"] = torch.tensor(sizes, dtype=torch.int64)
     return batch
 
 
@@ -418,7 +444,7 @@ def make_dataset(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     image_size: int | tuple[int, int] | None = None,
-    nan_depth: str = "error",
+    nan_depth: str | None = None,
     fast: bool = True,
     **overrides: Any,
 ) -> torch.utils.data.Dataset:

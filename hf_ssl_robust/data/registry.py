@@ -91,6 +91,8 @@ class DatasetSpec:
         variants: per-task field overrides for datasets that serve several tasks.
         head_presets: per-task overrides of the paper's head hyper-parameters (epochs, lr, ...),
             for datasets the paper did not use; explicit flags still win.
+        num_examples: images per split of the real dataset (for `--dry_run` cost estimates only).
+        nan_depth: ``"error"`` or ``"invalid"``: what a NaN in a depth map means.
     """
 
     name: str
@@ -116,6 +118,8 @@ class DatasetSpec:
     description: str = ""
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     head_presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    num_examples: dict[str, int] = field(default_factory=dict)
+    nan_depth: str = "error"
 
     def __post_init__(self):
         if self.variants:
@@ -139,6 +143,8 @@ class DatasetSpec:
             raise ValueError(
                 f"Dataset {self.name!r}: ignore_index={self.ignore_index} collides with a class id (num_classes={self.num_classes})"
             )
+        if self.nan_depth not in ("error", "invalid"):
+            raise ValueError(f"Dataset {self.name!r}: nan_depth must be 'error' or 'invalid', got {self.nan_depth!r}")
         if self.depth_scale <= 0:
             raise ValueError(f"Dataset {self.name!r}: depth_scale must be > 0, got {self.depth_scale}")
         if self.source == "hub" and not self.hub_id and not self.data_dir:
@@ -242,38 +248,50 @@ for _spec in (
     DatasetSpec(
         name="cifar10", task="classification", hub_id="uoft-cs/cifar10", image_column="img", target_column="label",
         num_classes=10, class_names=CIFAR10_CLASSES, description="CIFAR-10, 50k/10k, 32x32 (parquet on the Hub).",
+        num_examples={"train": 50_000, "test": 10_000},
     ),
     DatasetSpec(
         name="cifar100", task="classification", hub_id="uoft-cs/cifar100", image_column="img", target_column="fine_label",
         num_classes=100, description="CIFAR-100 fine labels, 50k/10k, 32x32 (parquet on the Hub).",
+        num_examples={"train": 50_000, "test": 10_000},
     ),
     DatasetSpec(
         name="stl10", task="classification", hub_id="tanganke/stl10", image_column="image", target_column="label",
         num_classes=10, class_names=STL10_CLASSES,
         description="STL-10 labelled train 5k / test 8k, 96x96 (parquet; the paper used jxie/stl10, also parquet).",
+        num_examples={"train": 5_000, "test": 8_000},
     ),
     DatasetSpec(
         name="ade20k", task="segmentation", hub_id="zhoubolei/scene_parse_150", hub_config="scene_parsing",
         revision="refs/convert/parquet", target_column="annotation", eval_split="validation",
         num_classes=150, reduce_labels=True, image_size=518,
         description="ADE20k SceneParsing-150 (the Hub's parquet export of scene_parse_150); raw 0 'other' -> ignore, 1..150 -> 0..149.",
+        num_examples={"train": 20_210, "validation": 2_000},
     ),
     DatasetSpec(
         name="cityscapes", task="segmentation", source="local", local_only=True, target_column="label",
-        eval_split="validation", num_classes=19, class_names=CITYSCAPES_CLASSES, label_map=CITYSCAPES_LABEL_TO_TRAIN_ID,
-        image_size=(224, 448),
-        description="Cityscapes gtFine (licence: register at cityscapes-dataset.com); local folder of leftImg8bit + "
-        "*_labelIds masks mapped to 19 train ids (pass label_map=None if masks already hold train ids).",
+        eval_split="val", num_classes=19, class_names=CITYSCAPES_CLASSES, label_map=CITYSCAPES_LABEL_TO_TRAIN_ID,
+        image_size=(224, 448), num_examples={"train": 2_975, "val": 500},
+        description="Cityscapes gtFine (licence: register at cityscapes-dataset.com); the downloaded folder "
+        "(leftImg8bit/ + gtFine/ *_labelIds.png) or a save_to_disk copy (image, label); labelIds mapped to the 19 train ids "
+        "(pass label_map=None if masks already hold train ids).",
     ),
     DatasetSpec(
-        name="voc2012", task="segmentation", hub_id="jxie/pascal-voc-2012", target_column="mask", eval_split="val",
-        num_classes=21, class_names=VOC_CLASSES, image_size=518,
-        description="PASCAL VOC 2012 segmentation, 21 classes (0 = background), 255 = void; parquet copy whose train "
-        "split is the SBD-augmented 10,582 (val = official 1,449).",
+        name="voc2012", task="segmentation", hub_id="nateraw/pascal-voc-2012", target_column="mask", eval_split="val",
+        num_classes=21, class_names=VOC_CLASSES, image_size=518, num_examples={"train": 1_464, "val": 1_449},
+        description="PASCAL VOC 2012 segmentation, official splits as in the paper (train 1,464 / val 1,449), 21 classes "
+        "(0 = background), palette PNG masks, 255 = void. SBD-augmented training set: voc2012_aug.",
+    ),
+    DatasetSpec(
+        name="voc2012_aug", task="segmentation", hub_id="jxie/pascal-voc-2012", target_column="mask", eval_split="val",
+        num_classes=21, class_names=VOC_CLASSES, image_size=518, num_examples={"train": 10_582, "val": 1_449},
+        description="PASCAL VOC 2012 with the SBD-augmented training set (10,582; val = the official 1,449); not the "
+        "paper's split (voc2012 is).",
     ),
     DatasetSpec(
         name="nyu_depth_v2", task="depth", hub_id="sayakpaul/nyu_depth_v2", revision="refs/convert/parquet",
-        target_column="depth_map", eval_split="validation", max_depth=10.0, image_size=(480, 640),
+        target_column="depth_map", eval_split="validation", max_depth=10.0, image_size=(480, 640), nan_depth="invalid",
+        num_examples={"train": 47_584, "validation": 654},
         description="NYU-Depth v2 (FastDepth preprocessing, metres); the Hub's parquet export of sayakpaul/nyu_depth_v2, "
         "whose loading script datasets>=4 cannot run. Alternative: hub_id='tanganke/nyuv2', target_column='depth', eval_split='val'.",
     ),

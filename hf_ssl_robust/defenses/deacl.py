@@ -17,7 +17,7 @@ student-vs-teacher part of the loss at x_adv), so the attack and the loss agree.
 
 Differences from the paper's released code (reference-notes §9), all deliberate: SGD momentum
 0.9 (the port has 0); the cosine schedule is stepped per optimisation step, not per epoch;
-random resized crops with horizontal *and* vertical flips (the paper's words); `batch_size` is
+random resized crops of the full image with horizontal *and* vertical flips (the paper's words); `batch_size` is
 the global batch, split across processes (the port's 128 per device gives 512 on 4 GPUs).
 
 Resume is exact: the batch indices, the augmentation, the attack's random start and the global
@@ -97,7 +97,7 @@ class DeACLConfig:
     resume: bool = _help("Continue from the latest checkpoint in output_dir/checkpoints.", False)
     eval_every: int = _help("Call the eval callback every N steps (0 = off).", 0)
     log_every: int = _help("Log losses every N steps.", 10)
-    num_workers: int = _help("DataLoader workers.", 0)
+    num_workers: str = _help("DataLoader workers; auto: none for in-memory ShapesWorld, else up to 8 (one core left free).", "auto")
     push_to_hub: str | None = _help("Hub repo to publish the robust encoder to (done by the publishing step).", None)
 
     def __post_init__(self) -> None:
@@ -108,7 +108,10 @@ class DeACLConfig:
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
         for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("attack_steps", "checkpoint_every", "eval_every", "num_workers"):
+        from ..data.loaders import resolve_num_workers
+
+        resolve_num_workers(self.num_workers)
+        for name in ("attack_steps", "checkpoint_every", "eval_every"):
             _at_least(name, getattr(self, name), 0)
         for name in ("max_steps", "stop_after_steps", "image_size"):
             if getattr(self, name) is not None:
@@ -201,9 +204,10 @@ class DenseCosineAttack(EmbedAttack):
 
 # --- data ----------------------------------------------------------------------------------------
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """All images under `root` (recursively, sorted), short side resized to `size`, centre-cropped."""
+    """All images under `root` (recursively, sorted), short side resized to `size`, centre-cropped
+    (`size=None`: the full images, for `FullImageCrops`)."""
 
-    def __init__(self, root: str | Path, size: int):
+    def __init__(self, root: str | Path, size: int | None):
         from ..data import CenterCrop, Compose, Resize
 
         root = Path(root).expanduser()
@@ -212,7 +216,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found under {str(root)!r}.")
-        self.transform = Compose([Resize(size), CenterCrop(size)])
+        self.transform = Compose([Resize(size), CenterCrop(size)] if size is not None else [])
 
     def __len__(self) -> int:
         return len(self.files)
@@ -236,17 +240,39 @@ def resolve_image_size(cfg: DeACLConfig) -> int:
     return 224
 
 
-def build_dataset(cfg: DeACLConfig, image_size: int) -> torch.utils.data.Dataset:
-    """Training images as a dataset of `{"pixel_values": [3, S, S]}` (other keys are ignored)."""
+def build_dataset(cfg: DeACLConfig, image_size: int, full: bool = False) -> torch.utils.data.Dataset:
+    """Training images as a dataset of `{"pixel_values": [3, S, S]}` (other keys are ignored);
+    `full=True`: the whole images at their own sizes (ShapesWorld: rendered at `image_size`)."""
     if cfg.image_folder is not None:
-        return ImageFolderDataset(cfg.image_folder, image_size)
+        return ImageFolderDataset(cfg.image_folder, None if full else image_size)
     from ..data import CenterCrop, Compose, Resize, get_dataset_spec, make_dataset
 
     spec = get_dataset_spec(cfg.dataset)
     if spec.source == "synthetic" and cfg.data_dir is None:
         return make_dataset(spec, "train", num_samples=cfg.num_train_samples, image_size=image_size, seed=cfg.seed)
-    transform = Compose([Resize(image_size), CenterCrop(image_size)])
+    transform = Compose([] if full else [Resize(image_size), CenterCrop(image_size)])
     return make_dataset(spec, "train", transform=transform, data_dir=cfg.data_dir, seed=cfg.seed)
+
+
+class FullImageCrops(torch.utils.data.Dataset):
+    """The paper's DeACL augmentation, taken from the FULL image: a random resized crop (area in
+    [min_scale, 1], aspect in [3/4, 4/3]) resized to `size`², then horizontal and vertical flips.
+    Items are `(index, seed)` pairs (`StepBatchSampler(seeded=True)`), so each crop is a pure
+    function of (seed, step, image): exact resume and any number of workers give the same batches."""
+
+    def __init__(self, dataset, size: int, min_scale: float):
+        from ..data import Compose, RandomHorizontalFlip, RandomResizedCrop, RandomVerticalFlip
+
+        self.dataset = dataset
+        self.transform = Compose([RandomResizedCrop(size, scale=(min_scale, 1.0)), RandomHorizontalFlip(), RandomVerticalFlip()])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, Tensor]:
+        index, seed = item
+        sample = {"pixel_values": self.dataset[index]["pixel_values"]}
+        return self.transform(sample, generator=torch.Generator().manual_seed(seed))
 
 
 def _mix(*values: int) -> int:
@@ -262,8 +288,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
     """This process's indices for steps `start..total-1`: epoch e is a permutation seeded by
     (seed, e), step t takes its `t mod steps_per_epoch`-th global batch, process r its r-th slice."""
 
-    def __init__(self, n: int, global_batch: int, seed: int, start: int, total: int, rank: int, world: int):
-        self.n, self.batch, self.seed, self.start, self.total = n, global_batch, seed, start, total
+    def __init__(self, n: int, global_batch: int, seed: int, start: int, total: int, rank: int, world: int, seeded: bool = False):
+        self.n, self.batch, self.seed, self.start, self.total, self.seeded = n, global_batch, seed, start, total, seeded
         self.rank, self.local = rank, global_batch // world
         self.steps_per_epoch = n // global_batch
 
@@ -277,25 +303,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
             if epoch != perm_epoch:
                 perm, perm_epoch = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch))), epoch
             lo = pos * self.batch + self.rank * self.local
-            yield perm[lo : lo + self.local].tolist()
-
-
-def augment_batch(x: Tensor, generator: torch.Generator, min_scale: float = 0.25) -> Tensor:
-    """Random resized crop (area in [min_scale, 1], aspect in [3/4, 4/3]) + horizontal and vertical
-    flips, per sample, as one affine resampling: `[B, 3, H, W]` -> `[B, 3, H, W]`, still in [0, 1]."""
-    b = x.shape[0]
-    u = torch.rand(b, 6, generator=generator).to(x.device, torch.float32)  # drawn on CPU: same on any device
-    area = min_scale + (1 - min_scale) * u[:, 0]
-    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1]
-    w = (area * log_ratio.exp()).sqrt().clamp(max=1)  # crop size as a fraction of the image
-    h = (area / log_ratio.exp()).sqrt().clamp(max=1)
-    cx, cy = (2 * u[:, 2] - 1) * (1 - w), (2 * u[:, 3] - 1) * (1 - h)  # centre, normalised coords
-    flip_x = torch.where(u[:, 4] < 0.5, -1.0, 1.0)
-    flip_y = torch.where(u[:, 5] < 0.5, -1.0, 1.0)
-    zero = torch.zeros_like(w)
-    theta = torch.stack([torch.stack([w * flip_x, zero, cx], 1), torch.stack([zero, h * flip_y, cy], 1)], 1)  # [B, 2, 3]
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0, 1)
+            indices = perm[lo : lo + self.local].tolist()
+            yield [(i, _mix(self.seed, step, i, 2)) for i in indices] if self.seeded else indices
 
 
 def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -362,7 +371,7 @@ def train_deacl(
         raise ValueError(f"batch_size={cfg.batch_size} (global) must be divisible by the {world} processes.")
 
     size = resolve_image_size(cfg)
-    dataset = build_dataset(cfg, size)
+    dataset = FullImageCrops(build_dataset(cfg, size, full=True), size, cfg.min_crop_scale) if cfg.augment else build_dataset(cfg, size)
     steps_per_epoch = len(dataset) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"The dataset has {len(dataset)} images, fewer than batch_size={cfg.batch_size}: lower batch_size.")
@@ -398,8 +407,10 @@ def train_deacl(
             log_path.write_text("".join(line + "\n" for line in keep))
     logger.info(f"DeACL config: {json.dumps(resolved)}", main_process_only=True)
 
-    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, stop, rank, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, stop, rank, world, seeded=cfg.augment)
+    from ..data.loaders import resolve_num_workers
+
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=resolve_num_workers(cfg.num_workers, dataset))
     raw_student = accelerator.unwrap_model(student)
     attack_model = raw_student if cfg.attack_on == "student" else teacher
     dense = cfg.objective == "dense"
@@ -418,9 +429,7 @@ def train_deacl(
     bar = tqdm(total=stop, initial=start, desc="DeACL", disable=not accelerator.is_local_main_process)
     for step, batch in enumerate(loader, start=start):
         torch.manual_seed(_mix(cfg.seed, step, rank, 1))  # dropout / drop-path: a function of the step
-        x = batch["pixel_values"].to(accelerator.device, non_blocking=True)
-        if cfg.augment:
-            x = augment_batch(x, torch.Generator().manual_seed(_mix(cfg.seed, step, rank, 2)), cfg.min_crop_scale)
+        x = batch["pixel_values"].to(accelerator.device, non_blocking=True)  # augmented from the full image (FullImageCrops)
         with torch.no_grad(), accelerator.autocast():
             t_out = teacher(x)
         target = (t_out.cls, t_out.patches) if dense else t_out.cls

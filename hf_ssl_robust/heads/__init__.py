@@ -10,6 +10,10 @@ One `PreTrainedConfig` + `PreTrainedModel` pair per task of the paper
 * depth: `DepthHeadConfig` (`ssl_linear_depth`) -> `SSLForDepthEstimation`
   -> `DepthEstimatorOutput(predicted_depth [B, H, W])` in metres.
 
+Every head also exposes `read_tokens(pixel_values) -> [B, ...]`: exactly the encoder tokens it
+reads (CLS; every sliding window's patch tokens; the padded input's pre-LN patch tokens), which
+EmbedAttack pushes away from their clean values.
+
 Every model takes `pixel_values` `[B, 3, H, W]` in [0, 1] (normalisation is inside the encoder)
 and returns a `loss` when `labels` are given. The encoder is frozen and always in eval mode.
 
@@ -43,7 +47,7 @@ from .classification import SSLForImageClassification
 from .configuration import ClassificationHeadConfig, DepthHeadConfig, SegmentationHeadConfig, SSLHeadConfig
 from .depth import SSLForDepthEstimation
 from .modeling import SSLHeadPreTrainedModel, build_encoder, centre_pad, freeze_encoder
-from .segmentation import SSLForSemanticSegmentation, sliding_window_logits, window_count_map, window_positions
+from .segmentation import SSLForSemanticSegmentation, sliding_window_logits, window_count_map, window_crops, window_positions
 
 HEADS = {
     "classification": SSLForImageClassification,
@@ -74,5 +78,6 @@ __all__ = [
     "freeze_encoder",
     "sliding_window_logits",
     "window_count_map",
+    "window_crops",
     "window_positions",
 ]

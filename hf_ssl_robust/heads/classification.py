@@ -50,6 +50,10 @@ class SSLForImageClassification(SSLHeadPreTrainedModel):
         """What the head reads from the frozen encoder: the CLS token `[B, D]` after the final LN."""
         return self.encoder(pixel_values).cls
 
+    def read_tokens(self, pixel_values: Tensor) -> Tensor:
+        """What the head reads, for EmbedAttack: the CLS token `[B, D]`."""
+        return self.encode_features(pixel_values)
+
     def forward_features(self, features: Tensor, image_size=None, labels: Tensor | None = None) -> ImageClassifierOutput:
         """The head alone, on `encode_features` output (training caches those)."""
         logits = self.classifier(features)  # [B, K]

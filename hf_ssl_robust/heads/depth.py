@@ -111,6 +111,12 @@ class SSLForDepthEstimation(SSLHeadPreTrainedModel):
         padded, _ = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
         return self.features(padded)
 
+    def read_tokens(self, pixel_values: Tensor) -> Tensor:
+        """What the head reads, for EmbedAttack: the pre-LN patch tokens of the input centre-padded as
+        in `forward`, `[B, h' * w' * D]` (the paper's depth EmbedAttack target)."""
+        padded, _ = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
+        return self.encoder(padded, pre_norm=True).patches.flatten(1)
+
     def forward_features(self, features: Tensor, image_size, labels: Tensor | None = None) -> DepthEstimatorOutput:
         """The head alone, on `encode_features` output (training caches those)."""
         c = self.config

@@ -34,7 +34,7 @@ from ..losses import segmentation_loss
 from .configuration import SegmentationHeadConfig
 from .modeling import SSLHeadPreTrainedModel, centre_pad
 
-__all__ = ["SSLForSemanticSegmentation", "sliding_window_logits", "window_count_map", "window_positions"]
+__all__ = ["SSLForSemanticSegmentation", "sliding_window_logits", "window_count_map", "window_crops", "window_positions"]
 
 
 def window_positions(size: int, window: int, stride: int) -> list[int]:
@@ -64,6 +64,14 @@ def window_count_map(height: int, width: int, window: int, stride: int) -> Tenso
     return counts
 
 
+def window_crops(pixels: Tensor, window: int, stride: int) -> tuple[Tensor, list[tuple[int, int, int, int]]]:
+    """Every window of every image, window-major: `[n * B, 3, wh, ww]`, and the `n` windows `(y, x, h, w)`."""
+    windows = _windows(*pixels.shape[-2:], window, stride)
+    if len(windows) == 1:
+        return pixels, windows
+    return torch.cat([pixels[:, :, y : y + wh, x : x + ww] for y, x, wh, ww in windows]), windows
+
+
 def sliding_window_logits(
     predict: Callable[[Tensor], Tensor], pixels: Tensor, window: int, stride: int
 ) -> Tensor:
@@ -78,10 +86,9 @@ def sliding_window_logits(
         `[B, C, H, W]` logits, differentiable with respect to `pixels`.
     """
     b, _, height, width = pixels.shape
-    windows = _windows(height, width, window, stride)
+    crops, windows = window_crops(pixels, window, stride)  # [n*B, 3, wh, ww]
     if len(windows) == 1:
         return predict(pixels)
-    crops = torch.cat([pixels[:, :, y : y + wh, x : x + ww] for y, x, wh, ww in windows])  # [n*B, 3, wh, ww]
     logits = predict(crops)
     logits = logits.view(len(windows), b, *logits.shape[1:])  # [n, B, C, wh, ww]
     total = logits.new_zeros(b, logits.shape[2], height, width)
@@ -112,6 +119,13 @@ class SSLForSemanticSegmentation(SSLHeadPreTrainedModel):
         """Post-LN patch grid `[B, D, h', w']` of one window (input no larger than the window)."""
         padded, _ = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
         return self.encoder(padded).patch_grid()
+
+    def read_tokens(self, pixel_values: Tensor) -> Tensor:
+        """What the head reads, for EmbedAttack: the post-LN patch tokens of every (padded) window,
+        `[B, n_windows * D * h' * w']`, from the same windows as `forward`."""
+        crops, windows = window_crops(pixel_values, self.config.window_size, self.config.window_stride)
+        features = self.encode_features(crops)  # [n*B, D, h', w']
+        return features.reshape(len(windows), pixel_values.shape[0], -1).transpose(0, 1).flatten(1)
 
     def _decode(self, features: Tensor, image_size) -> Tensor:
         h, w = image_size

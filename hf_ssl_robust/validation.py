@@ -1,0 +1,208 @@
+"""Check every benchmark setting before any work starts, and say what to fix.
+
+`benchmark_problems(cfg)` returns one message per problem (unknown dataset, task, attack or norm,
+an ε the norm does not allow, a `--data_dir` that names no requested dataset or does not exist, a
+local-only dataset without one, an encoder whose config cannot be found, ...); `run_benchmark` and `--dry_run` raise them all at once as one `ValueError`, which
+the CLI turns into exit code 2. Nothing here loads weights or data: encoders are described from
+their `config.json` (a folder, the Hub cache, or the known presets).
+
+`cells(cfg)` splits the requested datasets × tasks into the pairs that exist and the ones that do
+not (ADE20k has no classification labels): those are skipped, not errors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .attacks import ATTACKS
+from .attacks.base import NORMS
+from .data import DATASETS
+from .results import parse_eps
+from .sizes import encoder_family
+from .tasks import TASKS
+
+__all__ = ["EncoderInfo", "benchmark_problems", "cells", "describe_encoder", "parse_data_dirs", "raise_problems"]
+
+# Facts about the preset encoders (their Hub config.json), so that plans need no download.
+KNOWN_ENCODERS: dict[str, dict] = {
+    "facebook/dinov2-small": dict(model_type="dinov2", patch_size=14, hidden_size=384),
+    "facebook/dinov2-base": dict(model_type="dinov2", patch_size=14, hidden_size=768),
+    "facebook/dinov2-large": dict(model_type="dinov2", patch_size=14, hidden_size=1024),
+    "facebook/dinov2-with-registers-small": dict(model_type="dinov2_with_registers", patch_size=14, hidden_size=384),
+    "facebook/dino-vits16": dict(model_type="vit", patch_size=16, hidden_size=384),
+    "facebook/dino-vitb16": dict(model_type="vit", patch_size=16, hidden_size=768),
+}
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a plan needs to know about an encoder, read from its config only."""
+
+    name: str
+    resolved: str
+    model_type: str
+    family: str | None
+    patch_size: int | None
+    hidden_size: int | None
+    source: str  # "folder", "cache" or "known preset"
+
+
+def describe_encoder(name: str) -> EncoderInfo:
+    """Read an encoder's config without loading weights (folder, then the Hub cache, then the presets).
+
+    Whether the backbone family is supported is decided by `load_encoder` (its registry), not here.
+
+    Raises:
+        ValueError: nothing describes it (no folder config, not cached, not a known preset).
+    """
+    from .encoders import hub_offline, hub_reachable, resolve_encoder_name
+
+    resolved = resolve_encoder_name(name)
+    path = Path(resolved)
+    config, source = None, ""
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"encoder {name!r}: folder {resolved!r} has no config.json (write it with save_pretrained).")
+        config, source = json.loads((path / "config.json").read_text()), "folder"
+    elif resolved in KNOWN_ENCODERS:
+        config, source = KNOWN_ENCODERS[resolved], "known preset"
+    else:
+        from transformers import AutoConfig
+
+        try:
+            local = hub_offline() or not hub_reachable()
+            config, source = AutoConfig.from_pretrained(resolved, local_files_only=local).to_dict(), "cache"
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"encoder {name!r}: no folder {resolved!r}, and its config is not in the Hub cache"
+                f"{' (offline)' if hub_offline() else ''}: {str(err).splitlines()[0]}. Pass a folder written by "
+                f"save_pretrained, a preset ({', '.join(sorted(_presets()))}) or download it once."
+            ) from None
+    model_type = config.get("model_type", "")
+    patch = config.get("patch_size")
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    family = encoder_family(model_type)  # None: a family with no row in the sizes table (its own sizes)
+    return EncoderInfo(name, resolved, model_type, family, patch, config.get("hidden_size"), source)
+
+
+def _presets():
+    from .encoders import PRESETS
+
+    return PRESETS
+
+
+def parse_data_dirs(values, datasets: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`["cityscapes=/data/cs", "voc2012=/data/voc"]` -> `{name: path}`, plus problems.
+
+    A bare PATH is accepted when exactly one requested dataset reads files (ShapesWorld is always
+    generated, so it never takes a bare path; `shapes=PATH` still reads a saved copy).
+    """
+    if values is None:
+        return {}, []
+    values = [values] if isinstance(values, str) else list(values)
+    dirs: dict[str, str] = {}
+    problems: list[str] = []
+    file_datasets = [d for d in datasets if d in DATASETS and DATASETS[d].source != "synthetic"]
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or "/" in name:  # a bare path (which may itself contain '=' after a '/')
+            name, path = None, value
+        if name is None:
+            if len(file_datasets) != 1:
+                problems.append(
+                    f"--data_dir {value!r}: a bare path needs exactly one dataset that reads files (got "
+                    f"{file_datasets or 'none'}); write NAME=PATH, e.g. --data_dir cityscapes={value}"
+                )
+                continue
+            name = file_datasets[0]
+        if name not in datasets:
+            problems.append(f"--data_dir {value!r}: {name!r} is not one of the requested --datasets {datasets}")
+        elif name in dirs:
+            problems.append(f"--data_dir: {name!r} is given twice ({dirs[name]!r} and {path!r})")
+        elif not Path(path).expanduser().exists():
+            problems.append(f"--data_dir {value!r}: {path!r} does not exist")
+        else:
+            dirs[name] = path
+    return dirs, problems
+
+
+def missing_local_dirs(cfg, dirs: dict, dir_problems: list[str]) -> list[str]:
+    """Local-only datasets with no `--data_dir` (a dry run only notes them)."""
+    if getattr(cfg, "dry_run", False):
+        return []
+    return [d for d in cfg.datasets if d in DATASETS and DATASETS[d].local_only and d not in dirs
+            and not any(p.startswith(f"--data_dir {d}=") for p in dir_problems)]
+
+
+def cells(cfg) -> tuple[list[tuple[str, str]], list[dict]]:
+    """`(runnable (dataset, task) pairs, skipped pairs with the reason)` for known datasets and tasks."""
+    run, skipped = [], []
+    for dataset in cfg.datasets:
+        if dataset not in DATASETS:
+            continue
+        supported = DATASETS[dataset].tasks
+        for task in cfg.tasks:
+            if task not in TASKS:
+                continue
+            if task in supported:
+                run.append((dataset, task))
+            else:
+                skipped.append({"dataset": dataset, "task": task, "reason": f"{dataset} has no {task} labels (it supports {', '.join(supported)})"})
+    return run, skipped
+
+
+def benchmark_problems(cfg, *, encoders: bool = True) -> list[str]:
+    """Every problem with a `BenchmarkConfig`, one message each (empty: good to go)."""
+    problems = []
+    for t in cfg.tasks:
+        if t not in TASKS:
+            problems.append(f"Unknown task {t!r}; tasks are {sorted(TASKS)}")
+    for d in cfg.datasets:
+        if d not in DATASETS:
+            problems.append(f"Unknown dataset {d!r}; available: {sorted(DATASETS)}")
+    unknown = [a for a in cfg.attacks if a not in ATTACKS]
+    if unknown:
+        problems.append(f"Unknown attack(s) {unknown}; available: {sorted(ATTACKS)}")
+    if cfg.norm not in NORMS:
+        problems.append(f"Unknown norm {cfg.norm!r}; norms are {list(NORMS)} (--norm linf | l2)")
+    norm = cfg.norm if cfg.norm in NORMS else "linf"
+    for name, values in (("eps", cfg.eps), ("step_size", [] if cfg.step_size == "auto" else [cfg.step_size])):
+        for value in values:
+            try:
+                parse_eps(value, norm=norm)
+            except ValueError as err:
+                problems.append(f"--{name}: {err}")
+    if cfg.steps < 0:
+        problems.append(f"steps must be >= 0, got {cfg.steps}.")
+    if str(cfg.batch_size) != "auto" and not (str(cfg.batch_size).isdigit() and int(cfg.batch_size) >= 1):
+        problems.append(f"batch_size must be a positive integer or 'auto', got {cfg.batch_size!r}.")
+    if cfg.image_size is not None and cfg.image_size < 1:
+        problems.append(f"--image_size must be a positive number of pixels, got {cfg.image_size}")
+    if cfg.heads_dir is not None and not Path(cfg.heads_dir).is_dir():
+        problems.append(f"--heads_dir {cfg.heads_dir!r} does not exist")
+    workers = str(getattr(cfg, "num_workers", "auto"))
+    if workers != "auto" and not workers.isdigit():
+        problems.append(f"--num_workers must be 'auto' or an integer >= 0, got {workers!r}")
+    dirs, dir_problems = parse_data_dirs(cfg.data_dir, [d for d in cfg.datasets if d in DATASETS])
+    problems += dir_problems
+    for d in missing_local_dirs(cfg, dirs, dir_problems):
+        problems.append(f"dataset {d!r} is only available from a local folder (licence); pass --data_dir {d}=PATH (see `hf-ssl-robust info`)")
+    run, _ = cells(cfg)
+    if not run and all(t in TASKS for t in cfg.tasks) and all(d in DATASETS for d in cfg.datasets):
+        problems.append(f"no dataset supports any requested task: {cfg.datasets} x {cfg.tasks}")
+    if encoders:
+        for name in cfg.resolved_encoders():
+            try:
+                describe_encoder(name)
+            except ValueError as err:
+                problems.append(str(err))
+    return problems
+
+
+def raise_problems(problems: list[str], what: str = "benchmark") -> None:
+    """One `ValueError` listing every problem (the CLI prints it and exits with code 2)."""
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ValueError(f"{len(problems)} problem(s) with the {what} settings, nothing was run:\n{lines}")
