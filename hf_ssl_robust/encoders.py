@@ -1,9 +1,11 @@
 """Self-supervised vision encoders that take [0, 1] pixels.
 
-`load_encoder` wraps any `transformers` ViT-style backbone with a CLS token (DINO v1 `ViTModel`,
-DINOv2 `Dinov2Model`, DINOv2 with registers) into a `PixelEncoder`: images go in as float tensors
-`[B, 3, H, W]` in [0, 1], normalisation happens inside, and the output carries the CLS token and
-the patch tokens after the final layer norm (register tokens dropped). Attacks never see mean/std.
+`load_encoder` wraps a `transformers` backbone of a registered **family** (`FAMILIES`: ViT-style
+models with a CLS token, i.e. DINO v1 `ViTModel`, DINOv2 `Dinov2Model` and DINOv2 with registers;
+and `ResNetModel`, DINO's convolutional family) into a `PixelEncoder`: images go in as float
+tensors `[B, 3, H, W]` in [0, 1], normalisation happens inside, and the output carries the global
+token (CLS after the final layer norm, or the pooled feature) and the patch tokens (register
+tokens dropped; a conv net's last feature map in row-major order). Attacks never see mean/std.
 
 Example:
     >>> encoder = load_encoder("dinov2-small")          # preset name, Hub id or local folder
@@ -18,9 +20,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel, ViTModel
 from transformers.utils import ModelOutput
@@ -41,8 +45,119 @@ PRESETS: dict[str, str] = {
     "dino-vitb16": "facebook/dino-vitb16",
 }
 ASSETS_DIR = Path(__file__).parent / "assets"
+
+
+# --- backbone families ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """How one backbone family becomes a `PixelEncoder`.
+
+    Attributes:
+        name: what error messages call it.
+        model_types: the `config.model_type` values it covers.
+        hidden_size, stride: `config -> int`; the token width and the pixel stride of one patch token.
+        tokens: `(backbone, normalised pixels, pre_norm) -> (global [B, D], patches [B, h*w, D], (h, w))`.
+        pad: pad inputs (centred, with the mean) to a multiple of the stride before encoding, as
+            the heads do (a conv net sees every pixel); otherwise partial patches are floored away.
+        paper_image_size: the input resolution the paper uses for this family.
+        mean, std: its normalisation (never read from a processor config).
+        load_kwargs: extra `from_pretrained` / `from_config` arguments.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    hidden_size: Callable
+    stride: Callable
+    tokens: Callable
+    pad: bool
+    paper_image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    load_kwargs: Callable = lambda config: {}  # noqa: E731
+
+
+def _vit_tokens(backbone, pixels: Tensor, pre_norm: bool):
+    kwargs = {"output_hidden_states": True} if pre_norm else {}
+    if backbone.config.model_type == "vit":  # DINOv2 always interpolates; ViT needs the flag
+        kwargs["interpolate_pos_encoding"] = True
+    out = backbone(pixel_values=pixels, **kwargs)
+    tokens = out.hidden_states[-1] if pre_norm else out.last_hidden_state  # [B, 1+R+h*w, D]
+    registers = int(getattr(backbone.config, "num_register_tokens", 0) or 0)
+    p = _vit_patch(backbone.config)
+    return tokens[:, 0], tokens[:, 1 + registers :], (pixels.shape[-2] // p, pixels.shape[-1] // p)
+
+
+def _vit_patch(config) -> int:
+    p = config.patch_size
+    return p[0] if isinstance(p, (tuple, list)) else p
+
+
+def _resnet_tokens(backbone, pixels: Tensor, pre_norm: bool):
+    # No final norm in a ResNet: its pre-norm tokens are its tokens.
+    out = backbone(pixel_values=pixels)
+    fmap = out.last_hidden_state  # [B, D, h, w]
+    return out.pooler_output.flatten(1), fmap.flatten(2).transpose(1, 2), tuple(fmap.shape[-2:])
+
+
+def _resnet_stride(config) -> int:
+    # stem: stride-2 conv + stride-2 max pool; every stage after the first halves the map again
+    return 4 * 2 ** (len(config.depths) - 1) * (2 if config.downsample_in_first_stage else 1)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Add a family to the registry (one entry per `model_type`)."""
+    for model_type in family.model_types:
+        FAMILIES[model_type] = family
+    return family
+
+
+register_family(Family(
+    "ViT with a CLS token (DINO v1 ViTModel, DINOv2, DINOv2 with registers)", ("vit", "dinov2", "dinov2_with_registers"),
+    hidden_size=lambda c: c.hidden_size, stride=_vit_patch, tokens=_vit_tokens, pad=False, paper_image_size=518,
+    # DINO v1 checkpoints were converted without a pooler; the default one is random.
+    load_kwargs=lambda c: {"add_pooling_layer": False} if c.model_type == "vit" else {},
+))
+register_family(Family(
+    "ResNet (ResNetModel: pooled feature + last feature map)", ("resnet",),
+    hidden_size=lambda c: c.hidden_sizes[-1], stride=_resnet_stride, tokens=_resnet_tokens, pad=True, paper_image_size=224,
+))
 # Input resolution the paper uses for each family (224 for DINO v1, 518 for DINOv2).
-PAPER_IMAGE_SIZE = {"vit": 224, "dinov2": 518, "dinov2_with_registers": 518}
+PAPER_IMAGE_SIZE = {t: f.paper_image_size for t, f in FAMILIES.items()} | {"vit": 224}
+
+
+def get_family(config) -> Family:
+    """The family of a backbone config; a clear error listing the supported ones otherwise."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        names = "; ".join(sorted({f"{f.name} [{', '.join(f.model_types)}]" for f in FAMILIES.values()}))
+        raise ValueError(
+            f"Unsupported encoder family {model_type!r} ({type(config).__name__}). load_encoder supports: {names}. "
+            "Pick a checkpoint of one of these, or register a new family with `register_family`."
+        )
+    return FAMILIES[model_type]
+
+
+def centre_pad(pixels: Tensor, multiple: int, fill: Tensor | None = None) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Pad `[B, 3, H, W]` symmetrically so that H and W are multiples of `multiple`.
+
+    Args:
+        fill: per-channel fill value `[1, 3, 1, 1]` (default 0); the heads pass the encoder mean,
+            i.e. zero after normalisation, as the reference implementation pads normalised images.
+
+    Returns:
+        The padded pixels and `(top, bottom, left, right)`.
+    """
+    h, w = pixels.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    pad = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+    if ph == 0 and pw == 0:
+        return pixels, pad
+    fill = torch.zeros((), dtype=pixels.dtype, device=pixels.device) if fill is None else fill.to(pixels.dtype)
+    # F.pad takes (left, right, top, bottom) for the last two axes.
+    return F.pad(pixels - fill, (pad[2], pad[3], pad[0], pad[1])) + fill, pad
 
 
 def bundled_encoders() -> dict[str, Path]:
@@ -77,15 +192,17 @@ class EncoderOutput(ModelOutput):
 
 
 class PixelEncoder(nn.Module):
-    """A ViT backbone that takes [0, 1] pixels and normalises them itself.
+    """A backbone of a registered family that takes [0, 1] pixels and normalises them itself.
 
     Args:
-        backbone: a `transformers` vision model whose `last_hidden_state` is
-            `[CLS, registers..., patches...]` (ViTModel, Dinov2Model, Dinov2WithRegistersModel).
-        mean, std: per-channel normalisation applied inside `forward` (ImageNet by default; the
-            processor configs of some Hub checkpoints have been wrong, so they are not trusted).
-        pre_norm: return the last block's tokens *before* the final layer norm by default (the
-            depth head of the paper reads those). Can be overridden per call.
+        backbone: a `transformers` vision model of one of `FAMILIES` (ViTModel, Dinov2Model,
+            Dinov2WithRegistersModel, ResNetModel).
+        mean, std: per-channel normalisation applied inside `forward` (default: the family's, i.e.
+            ImageNet; the processor configs of some Hub checkpoints have been wrong, so they are
+            not trusted).
+        pre_norm: return the tokens *before* the final layer norm by default (the depth head of
+            the paper reads those; a family without a final norm returns its tokens). Can be
+            overridden per call.
 
     Under autocast the backbone's first layer that sees pixels (`pixel_layer`, found per backbone
     by `precision.find_pixel_layer`) still computes in fp32, so perturbations of 1/255 survive.
@@ -94,21 +211,16 @@ class PixelEncoder(nn.Module):
     def __init__(
         self,
         backbone: PreTrainedModel,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
         pre_norm: bool = False,
     ):
         super().__init__()
-        config = backbone.config
-        for attr in ("hidden_size", "patch_size"):
-            if not hasattr(config, attr):
-                raise ValueError(
-                    f"{type(backbone).__name__} has no `config.{attr}`: load_encoder supports ViT-style "
-                    "backbones with a CLS token (ViTModel, Dinov2Model, Dinov2WithRegistersModel)."
-                )
+        self.family = get_family(backbone.config)
         self.backbone = backbone
         self.pre_norm = pre_norm
         self.pixel_layer = keep_pixel_layer_fp32(backbone)  # its name in the backbone
+        mean, std = mean or self.family.mean, std or self.family.std
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -118,12 +230,12 @@ class PixelEncoder(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        return self.config.hidden_size
+        return self.family.hidden_size(self.config)
 
     @property
     def patch_size(self) -> int:
-        p = self.config.patch_size
-        return p[0] if isinstance(p, (tuple, list)) else p
+        """Pixels per token along each side (a conv net's total stride)."""
+        return self.family.stride(self.config)
 
     @property
     def num_register_tokens(self) -> int:
@@ -134,23 +246,23 @@ class PixelEncoder(nn.Module):
         return getattr(self.config, "_name_or_path", "") or ""
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Patch grid for an input of this size (the patch convolution floors partial patches)."""
-        return height // self.patch_size, width // self.patch_size
+        """Token grid for an input of this size (ViTs floor partial patches; padded families round up)."""
+        p = self.patch_size
+        if self.family.pad:
+            return -(-height // p), -(-width // p)
+        return height // p, width // p
 
     def normalize(self, pixels: Tensor) -> Tensor:
         return (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
 
     def forward(self, pixels: Tensor, pre_norm: bool | None = None) -> EncoderOutput:
         """Encode `[B, 3, H, W]` pixels in [0, 1] (any H, W of at least one patch)."""
-        check_pixels(pixels, min_size=self.patch_size)
+        check_pixels(pixels, min_size=1 if self.family.pad else self.patch_size)
         pre_norm = self.pre_norm if pre_norm is None else pre_norm
-        kwargs = {"output_hidden_states": True} if pre_norm else {}
-        if self.config.model_type == "vit":  # DINOv2 always interpolates; ViT needs the flag
-            kwargs["interpolate_pos_encoding"] = True
-        out = self.backbone(pixel_values=self.normalize(pixels), **kwargs)
-        tokens = out.hidden_states[-1] if pre_norm else out.last_hidden_state  # [B, 1+R+h*w, D]
-        grid = self.grid_size(pixels.shape[-2], pixels.shape[-1])
-        return EncoderOutput(cls=tokens[:, 0], patches=tokens[:, 1 + self.num_register_tokens :], grid=grid)
+        if self.family.pad:  # same padding as the heads: a no-op on what they pass in
+            pixels, _ = centre_pad(pixels, self.patch_size, fill=self.mean)
+        cls, patches, grid = self.family.tokens(self.backbone, self.normalize(pixels), pre_norm)
+        return EncoderOutput(cls=cls, patches=patches, grid=tuple(int(g) for g in grid))
 
     def save_pretrained(self, path: str | os.PathLike, **kwargs) -> None:
         """Save the backbone alone, so that `AutoModel.from_pretrained(path)` loads it as-is."""
@@ -189,8 +301,8 @@ def load_encoder(
     revision: str | None = None,
     trust_remote_code: bool = False,
     pre_norm: bool = False,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
     dtype: torch.dtype | None = None,
 ) -> PixelEncoder:
     """Load an encoder that takes [0, 1] pixels.
@@ -202,7 +314,7 @@ def load_encoder(
         revision: Hub revision.
         trust_remote_code: allow custom modelling code from the Hub (off unless asked for).
         pre_norm: default to the last block's tokens before the final layer norm.
-        mean, std: normalisation applied inside the encoder.
+        mean, std: normalisation applied inside the encoder (default: the family's).
         dtype: parameter dtype (default: float32).
 
     Returns:
@@ -222,14 +334,15 @@ def load_encoder(
             kwargs["local_files_only"] = True
     try:
         config = AutoConfig.from_pretrained(resolved, **kwargs)
-        model_kwargs = dict(kwargs, config=config, use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise _not_found_error(name, resolved, err) from err
+    family = get_family(config)  # an unsupported family is refused before any weights load
+    try:
+        model_kwargs = dict(kwargs, config=config, use_safetensors=True, **family.load_kwargs(config))
         if dtype is not None:
             model_kwargs["dtype"] = dtype
-        if config.model_type == "vit":
-            # DINO v1 checkpoints were converted without a pooler; the default one is random.
-            backbone = ViTModel.from_pretrained(resolved, add_pooling_layer=False, **model_kwargs)
-        else:
-            backbone = AutoModel.from_pretrained(resolved, **model_kwargs)
+        model_class = ViTModel if config.model_type == "vit" else AutoModel
+        backbone = model_class.from_pretrained(resolved, **model_kwargs)
     except (OSError, ValueError) as err:
         raise _not_found_error(name, resolved, err) from err
     return PixelEncoder(backbone, mean=mean, std=std, pre_norm=pre_norm).eval()

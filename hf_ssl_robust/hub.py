@@ -44,7 +44,7 @@ HEAD_AUTO_CLASSES = {
     "segmentation": "AutoModelForSemanticSegmentation",
     "depth": "AutoModelForDepthEstimation",
 }
-FAMILIES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers", "vit": "ViT (DINO v1)"}
+FAMILIES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers", "vit": "ViT (DINO v1)", "resnet": "ResNet"}
 # Never uploaded: resumable training state, logs, temporary files.
 IGNORE_PATTERNS = ["checkpoints/**", "*.tmp", "log.jsonl", "*.log", "logs/**", "runs/**", "wandb/**", "__pycache__/**"]
 LOGIN_HINT = "Log in with `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set the HF_TOKEN environment variable."
@@ -199,6 +199,18 @@ def _training_rows(cfg: dict) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if "None" not in v]
 
 
+def _conv_stride(config: dict) -> int | None:
+    """Total stride of a ResNet config (the pixels per output token), else None."""
+    if config.get("model_type") != "resnet":
+        return None
+    from transformers import ResNetConfig
+
+    from .encoders import get_family
+
+    resnet = ResNetConfig(**{k: v for k, v in config.items() if k in ("depths", "downsample_in_first_stage")})
+    return get_family(resnet).stride(resnet)
+
+
 def _encoder_facts(folder: Path | None, config: dict | None) -> dict[str, Any]:
     config = config or {}
     size = count_parameters(folder) if folder is not None else None
@@ -209,6 +221,8 @@ def _encoder_facts(folder: Path | None, config: dict | None) -> dict[str, Any]:
         "hidden_size": config.get("hidden_size"), "num_layers": config.get("num_hidden_layers"),
         "num_heads": config.get("num_attention_heads"), "patch_size": config.get("patch_size"),
         "image_size": config.get("image_size"), "registers": config.get("num_register_tokens"),
+        "stages": ", ".join(f"{d} × {w}" for d, w in zip(config["depths"], config["hidden_sizes"])) if config.get("hidden_sizes") else None,
+        "stride": _conv_stride(config), "layer_type": config.get("layer_type"),
         "num_parameters": f"{size / 1e6:.2f}M" if size and size >= 1e5 else (f"{size:,}" if size else None),
     }  # fmt: skip
 

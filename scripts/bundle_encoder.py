@@ -1,7 +1,7 @@
 """Copy a trained tiny encoder into the package (`hf_ssl_robust/assets/<name>/`) with its model card.
 
-    python scripts/bundle_encoder.py outputs/embedded/shapes-vit-tiny shapes-vit-tiny
-    python scripts/bundle_encoder.py outputs/embedded/shapes-vit-tiny-deacl shapes-vit-tiny-deacl \
+    python scripts/bundle_encoder.py outputs/embedded/shapes-resnet-tiny shapes-resnet-tiny
+    python scripts/bundle_encoder.py outputs/embedded/shapes-resnet-tiny-deacl shapes-resnet-tiny-deacl \
         --results outputs/benchmark/results.json
 
 Only what loading needs travels (`config.json`, `model.safetensors`) plus how it was made:
@@ -21,12 +21,15 @@ from hf_ssl_robust.encoders import ASSETS_DIR
 from hf_ssl_robust.hub import render_encoder_card
 
 KEEP = ("config.json", "model.safetensors", "training_args.json", "deacl_config.json")
+# pretrain_tiny.py arguments that only the ViT (DINO) recipe reads: left out of a ResNet card
+VIT_ONLY = ("local_size", "num_local", "patch_size", "hidden_size", "layers", "heads", "out_dim", "teacher_temp", "student_temp",
+            "momentum", "ibot_weight", "mask_ratio", "patch_init", "weight_decay_end")
 
 
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("source", help="encoder folder written by scripts/pretrain_tiny.py or hf-ssl-robust deacl")
-    p.add_argument("name", help="bundled name, e.g. shapes-vit-tiny")
+    p.add_argument("name", help="bundled name, e.g. shapes-resnet-tiny")
     p.add_argument("--results", default=None, help="results.json of a benchmark, for the card's tables")
     p.add_argument("--dest", default=str(ASSETS_DIR), help="assets folder (default: the package's)")
     p.add_argument("--limitation", action="append", default=[], help="a bullet added first under Limitations (repeatable)")
@@ -49,8 +52,14 @@ def main(argv=None) -> Path:
     training = None
     if (dest / "training_args.json").is_file() and not (dest / "deacl_config.json").is_file():
         made = json.loads((dest / "training_args.json").read_text())
-        made = {k: v for k, v in made.items() if k not in ("output_dir", "resume", "num_threads")}  # local details
-        recipe = "DINO self-distillation" + (" + iBOT masked-patch loss" if made.get("ibot_weight", 0) > 0 else "")
+        made = {k: v for k, v in made.items() if k not in ("output_dir", "resume", "num_threads", "pool_cache")}  # local details
+        if made.get("arch", "vit") == "resnet":
+            made = {k: v for k, v in made.items() if k not in VIT_ONLY}
+            recipe = ("InfoNCE (SimCLR-style) on the pooled token" + (" + dense InfoNCE on matched feature-map points"
+                      if made.get("dense_weight", 0) > 0 else "") + ", between two renders of each ShapesWorld scene that share "
+                      "its geometry and redraw its whole appearance (no labels, masks or depth)")
+        else:
+            recipe = "DINO self-distillation" + (" + iBOT masked-patch loss" if made.get("ibot_weight", 0) > 0 else "")
         training = {"recipe": f"{recipe} (scripts/pretrain_tiny.py)", **made}
     card = render_encoder_card(dest, args.results, repo_id=f"hf-ssl-robust/{args.name}", training=training)
     if args.limitation:  # a known weakness of this particular encoder, said up front

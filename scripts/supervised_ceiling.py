@@ -8,11 +8,13 @@ needs at least as many.
 
     python scripts/supervised_ceiling.py --steps 1200          # 2 CPU cores: ~5.5 min, 77k scenes
     python scripts/supervised_ceiling.py --steps 1200 --arch cnn --lr 3e-3   # is the data learnable? ~6.3 min
+    python scripts/supervised_ceiling.py --steps 1200 --arch resnet --lr 2e-3   # the embedded default's architecture
 
 `--arch cnn` swaps the ViT for a four-layer CNN (0.24 M parameters against the ViT's 0.83 M), a
 control: if it learns where the ViT does not, the data is fine and the ViT's sample hunger is the
 bottleneck (2 CPU cores: the CNN reaches 0.92 after 1200 steps, the ViT 0.35). `--patch_init
-whiten` starts the ViT's patch embedding as in `pretrain_tiny.py --patch_init whiten`.
+whiten` starts the ViT's patch embedding as in `pretrain_tiny.py --patch_init whiten`. `--arch resnet`
+trains the embedded default's `ResNetModel` (the config of `pretrain_tiny.py --arch resnet`) on its pooled token.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Dinov2Config, Dinov2Model
+from transformers import Dinov2Config, Dinov2Model, ResNetConfig, ResNetModel
 
 from hf_ssl_robust.data import make_dataloader
 from hf_ssl_robust.data.synthetic import render_scenes
@@ -42,7 +44,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--num_eval", type=int, default=None, help="test scenes (default: the whole test split)")
     p.add_argument("--image_size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", choices=["vit", "cnn"], default="vit")
+    p.add_argument("--arch", choices=["vit", "cnn", "resnet"], default="vit")
     p.add_argument("--patch_init", choices=["random", "whiten"], default="random")
     p.add_argument("--output", default=None, help="also write the curve as JSON here")
     args = p.parse_args(argv)
@@ -59,6 +61,11 @@ def main(argv=None) -> list[dict]:
             whiten_on_shapes(vit, args.image_size, args.seed)
         backbone = lambda pixels: vit(pixel_values=pixels).last_hidden_state[:, 0]  # noqa: E731
         modules = [vit]
+    elif args.arch == "resnet":
+        resnet = ResNetModel(ResNetConfig(embedding_size=32, hidden_sizes=[64, 128], depths=[2, 2], layer_type="basic",
+                                          downsample_in_first_stage=False))
+        backbone = lambda pixels: resnet(pixel_values=pixels).pooler_output.flatten(1)  # noqa: E731
+        modules = [resnet]
     else:
         def block(cin, cout):
             return [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
@@ -77,8 +84,12 @@ def main(argv=None) -> list[dict]:
         return head(backbone((x - mean) / std))
 
     def accuracy() -> float:
-        with torch.no_grad():  # no dropout or batch norm in either model: no train/eval switch needed
+        for m in modules:
+            m.eval()  # the ResNet's batch norm uses its running statistics
+        with torch.no_grad():
             hits = sum((logits(b["pixel_values"]).argmax(-1) == b["labels"]).sum().item() for b in test)
+        for m in modules:
+            m.train()
         return hits / sum(len(b["labels"]) for b in test)
 
     curve, start = [], time.time()

@@ -8,7 +8,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
-from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel, ViTConfig, ViTModel
+from transformers import (
+    Dinov2Config,
+    Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    ResNetConfig,
+    ResNetModel,
+    ViTConfig,
+    ViTModel,
+)
 
 from hf_ssl_robust.encoders import load_encoder
 
@@ -16,7 +25,8 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
 
 
 def make_tiny_backbone(kind: str = "dinov2", patch_size: int = 8, seed: int = 0):
-    """A seeded random tiny backbone: `dinov2`, `dinov2_reg` (4 registers) or `vit` (DINO v1 style)."""
+    """A seeded random tiny backbone: `dinov2`, `dinov2_reg` (4 registers), `vit` (DINO v1 style) or
+    `resnet` (two basic stages, total stride 8 whatever `patch_size`; BatchNorm statistics made non-trivial)."""
     torch.manual_seed(seed)
     if kind == "dinov2":
         return Dinov2Model(Dinov2Config(image_size=32, patch_size=patch_size, mlp_ratio=2, **TINY)).eval()
@@ -26,6 +36,15 @@ def make_tiny_backbone(kind: str = "dinov2", patch_size: int = 8, seed: int = 0)
     if kind == "vit":
         cfg = ViTConfig(image_size=32, patch_size=patch_size, intermediate_size=64, **TINY)
         return ViTModel(cfg, add_pooling_layer=False).eval()
+    if kind == "resnet":
+        cfg = ResNetConfig(embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", downsample_in_first_stage=False)
+        model = ResNetModel(cfg)
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.running_mean.uniform_(-0.2, 0.2)
+                    module.running_var.uniform_(0.5, 1.5)
+        return model.eval()
     raise ValueError(kind)
 
 

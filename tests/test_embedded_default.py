@@ -17,7 +17,7 @@ from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
 from hf_ssl_robust.encoders import ASSETS_DIR, IMAGENET_MEAN, IMAGENET_STD, bundled_encoders
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = ("shapes-vit-tiny", "shapes-vit-tiny-deacl")
+BUNDLED = ("shapes-resnet-tiny", "shapes-resnet-tiny-deacl")
 
 
 def load_script(name: str):
@@ -35,10 +35,10 @@ def test_both_bundled_encoders_ship_with_the_package():
         assert (folder / "model.safetensors").stat().st_size < 10 * 2**20  # a few MB, as promised
         card = (folder / "README.md").read_text()
         assert card.startswith("---") and name in card
-    made = json.loads((ASSETS_DIR / "shapes-vit-tiny" / "training_args.json").read_text())
-    assert made["steps_done"] > 0 and made["batch_size"] > 0
-    deacl = json.loads((ASSETS_DIR / "shapes-vit-tiny-deacl" / "deacl_config.json").read_text())
-    assert deacl["encoder"] == "shapes-vit-tiny" and deacl["total_steps"] > 0 and "output_dir" not in deacl
+    made = json.loads((ASSETS_DIR / BUNDLED[0] / "training_args.json").read_text())
+    assert made["steps_done"] > 0 and made["batch_size"] > 0 and made["arch"] == "resnet"
+    deacl = json.loads((ASSETS_DIR / BUNDLED[1] / "deacl_config.json").read_text())
+    assert deacl["encoder"] == BUNDLED[0] and deacl["total_steps"] > 0 and "output_dir" not in deacl
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -48,12 +48,12 @@ def test_bundled_encoder_loads_offline_by_name(name):
     assert out.cls.shape == (2, encoder.hidden_size) and out.grid == (8, 6)
     assert torch.isfinite(out.patches).all()
     # A plain backbone: AutoModel loads the same folder (safetensors, no remote code).
-    assert type(AutoModel.from_pretrained(ASSETS_DIR / name)).__name__ == "Dinov2Model"
+    assert type(AutoModel.from_pretrained(ASSETS_DIR / name)).__name__ == "ResNetModel"
 
 
 def test_the_deacl_twin_differs_from_its_teacher():
-    a = load_file(ASSETS_DIR / "shapes-vit-tiny" / "model.safetensors")
-    b = load_file(ASSETS_DIR / "shapes-vit-tiny-deacl" / "model.safetensors")
+    a = load_file(ASSETS_DIR / BUNDLED[0] / "model.safetensors")
+    b = load_file(ASSETS_DIR / BUNDLED[1] / "model.safetensors")
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
@@ -89,7 +89,7 @@ def test_embedding_shift_script(tiny_dinov2_path, tmp_path):
     assert json.loads((tmp_path / "shift.json").read_text())[0]["encoder"] == tiny_dinov2_path
 
 
-@pytest.mark.parametrize("model", [["--arch", "vit"], ["--arch", "vit", "--patch_init", "whiten"], ["--arch", "cnn"]])
+@pytest.mark.parametrize("model", [["--arch", "vit"], ["--arch", "vit", "--patch_init", "whiten"], ["--arch", "cnn"], ["--arch", "resnet"]])
 def test_supervised_ceiling_script_writes_its_curve(tmp_path, model):
     """scripts/supervised_ceiling.py: evaluates on schedule, accuracies are fractions, the JSON matches."""
     supervised_ceiling = load_script("supervised_ceiling")
@@ -129,7 +129,7 @@ def test_pretrain_tiny_saves_an_automodel_encoder_and_resumes(tmp_path, capsys):
     """A few DINO steps of scripts/pretrain_tiny.py end in a loadable Dinov2Model; --resume continues from
     the last checkpoint instead of starting over."""
     pretrain = load_script("pretrain_tiny")
-    args = ["--output_dir", str(tmp_path), "--image_size", "32", "--local_size", "16", "--num_local", "1",
+    args = ["--arch", "vit", "--output_dir", str(tmp_path), "--image_size", "32", "--local_size", "16", "--num_local", "1",
             "--hidden_size", "32", "--layers", "1", "--heads", "2", "--out_dim", "16", "--batch_size", "4",
             "--warmup_steps", "1", "--checkpoint_every", "2", "--patch_init", "whiten"]
     pretrain.main(args + ["--max_steps", "2"])
@@ -149,10 +149,79 @@ def test_pretrain_tiny_renders_the_same_batches_in_dataloader_workers(tmp_path):
     """--num_workers 2 (scenes rendered in worker processes, as on a GPU) trains exactly what one process
     does: every step's views and mask depend only on (seed, step, rank)."""
     pretrain = load_script("pretrain_tiny")
-    args = ["--image_size", "32", "--local_size", "16", "--num_local", "1", "--hidden_size", "32", "--layers", "1",
+    args = ["--arch", "vit", "--image_size", "32", "--local_size", "16", "--num_local", "1", "--hidden_size", "32", "--layers", "1",
             "--heads", "2", "--out_dim", "16", "--batch_size", "4", "--warmup_steps", "1", "--max_steps", "3",
             "--checkpoint_every", "0"]
     for workers in ("0", "2"):
         pretrain.main(args + ["--output_dir", str(tmp_path / workers), "--num_workers", workers])
     inline, workers = load_file(tmp_path / "0" / "model.safetensors"), load_file(tmp_path / "2" / "model.safetensors")
     assert inline.keys() == workers.keys() and all(torch.equal(inline[k], workers[k]) for k in inline)
+
+
+RESNET_ARGS = ["--embedding_size", "8", "--hidden_sizes", "8", "16", "--depths", "1", "1", "--image_size", "24",
+               "--render_size", "32", "--batch_size", "8", "--pool_scenes", "16", "--warmup_steps", "1", "--dense_points", "4"]
+
+
+def test_pretrain_tiny_resnet_saves_probes_and_resumes(tmp_path, capsys):
+    """--arch resnet (geometry InfoNCE + dense InfoNCE): an AutoModel-loadable ResNetModel, a random-init probe
+    line before training and one at the end, --stop_after_steps stops early and --resume continues from the
+    last checkpoint."""
+    pretrain = load_script("pretrain_tiny")
+    args = RESNET_ARGS + ["--output_dir", str(tmp_path), "--checkpoint_every", "2", "--probe_scenes", "32",
+                          "--probe_every_minutes", "60"]
+    pretrain.main(args + ["--max_steps", "4", "--stop_after_steps", "2"])  # stops at 2 on the 4-step schedule
+    first = load_file(tmp_path / "model.safetensors")
+    assert "probe {" in capsys.readouterr().out
+    assert json.loads((tmp_path / "training_args.json").read_text())["steps_done"] == 2
+    pretrain.main(args + ["--max_steps", "4", "--resume"])
+    assert "at step 2" in capsys.readouterr().out
+    info = json.loads((tmp_path / "training_args.json").read_text())
+    assert info["steps_done"] == 4 and info["scenes_seen"] == 32
+    encoder = AutoModel.from_pretrained(tmp_path)
+    assert type(encoder).__name__ == "ResNetModel" and encoder.config.image_size == 32
+    assert any(not torch.equal(first[k], v) for k, v in load_file(tmp_path / "model.safetensors").items())
+    log = [json.loads(line) for line in (tmp_path / "training_log.jsonl").read_text().splitlines()]
+    probes = [r for r in log if "probe_accuracy" in r]
+    assert [r["step"] for r in probes] == [0, 2, 4]  # random init, end of the first run, end of the resumed one
+    assert all(0 <= r["probe_accuracy"] <= 1 and 0 <= r["probe_miou"] <= 1 and r["probe_depth_rmse"] > 0 for r in probes)
+
+
+def test_pretrain_tiny_resnet_pairs_are_the_same_in_dataloader_workers(tmp_path):
+    """The ResNet recipe's crops come from (seed, step): 0 and 2 DataLoader workers train the same weights."""
+    pretrain = load_script("pretrain_tiny")
+    args = RESNET_ARGS + ["--max_steps", "3", "--checkpoint_every", "0", "--probe_every_minutes", "0",
+                          "--pool_cache", str(tmp_path / "pool")]
+    for workers in ("0", "2"):
+        pretrain.main(args + ["--output_dir", str(tmp_path / workers), "--num_workers", workers])
+    inline, workers = load_file(tmp_path / "0" / "model.safetensors"), load_file(tmp_path / "2" / "model.safetensors")
+    assert inline.keys() == workers.keys() and all(torch.equal(inline[k], workers[k]) for k in inline)
+
+
+def test_dense_loss_matches_the_same_scene_point_in_both_views():
+    """The dense InfoNCE samples both feature maps at the same source-image point through the known crops:
+    with the true crop boxes two different crops of one feature image agree (low loss); told the wrong
+    boxes, the same pair does not."""
+    import torch.nn.functional as F
+
+    pretrain = load_script("pretrain_tiny")
+    torch.manual_seed(0)
+    image = F.interpolate(torch.randn(4, 16, 6, 6), size=(48, 48), mode="bilinear", align_corners=False)  # smooth features
+    boxes_a, boxes_b = (pretrain.crop_boxes(4, (0.4, 0.6), torch.Generator().manual_seed(s)) for s in (1, 2))
+    view_a, view_b = pretrain.apply_crops(image, boxes_a, 24), pretrain.apply_crops(image, boxes_b, 24)
+    right = pretrain.dense_loss(view_a, view_b, boxes_a, boxes_b, 16, 0.1, torch.Generator().manual_seed(3))
+    wrong = pretrain.dense_loss(view_a, view_b, boxes_a, boxes_a, 16, 0.1, torch.Generator().manual_seed(3))
+    assert right < 0.5 * wrong, (right, wrong)
+
+
+def test_plot_pretraining_reads_the_probe_lines(tmp_path, capsys):
+    """scripts/plot_pretraining.py: only probe lines become table rows (loss lines are skipped), and the PNG is written."""
+    log = tmp_path / "training_log.jsonl"
+    rows = [{"step": 0, "minutes": 0.0, "scenes": 0, "probe_accuracy": 0.2, "probe_miou": 0.15, "probe_depth_rmse": 2.1},
+            {"step": 20, "loss": 9.0, "minutes": 0.5},
+            {"step": 40, "minutes": 5.0, "scenes": 5120, "probe_accuracy": 0.5, "probe_miou": 0.3, "probe_depth_rmse": 1.6}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probes = load_script("plot_pretraining").main([str(log), "--output", str(tmp_path / "curve.png")])
+    assert [p["step"] for p in probes] == [0, 40]
+    table = capsys.readouterr().out
+    assert "| 5.0 | 40 | 5120 | 0.500 | 0.300 | 1.600 |" in table and "9.0" not in table
+    assert (tmp_path / "curve.png").stat().st_size > 1000

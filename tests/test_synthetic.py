@@ -162,3 +162,20 @@ def test_dataset_splits_disjoint():
     assert not images["validation"] & images["test"]
     again = make_shapes_dataset(40, image_size=32, seed=0, split="test")
     assert {np.asarray(im).tobytes() for im in again["image"]} == images["test"]
+
+
+def test_appearance_views_share_geometry_and_differ_in_appearance():
+    own, a, b = (render_scenes(16, 48, seed=4, start=7, appearance=v) for v in (None, 0, 1))
+    for key in ("labels", "mask", "depth"):  # geometry only: identical in every view, and to the scene itself
+        assert torch.equal(a[key], b[key]) and torch.equal(a[key], own[key]), key
+    diff = (a["pixel_values"] - b["pixel_values"]).abs().mean((1, 2, 3))
+    assert (diff > 0.02).all()  # every pair looks different
+    # object colours are redrawn: the mean colour of the same object pixels differs between views
+    obj = (a["mask"] > 0)[:, None]
+    colour = lambda x: (x * obj).sum((2, 3)) / obj.sum((2, 3))  # noqa: E731
+    assert ((colour(a["pixel_values"]) - colour(b["pixel_values"])).abs().amax(1) > 0.05).float().mean() > 0.8
+    # deterministic per (seed, index, appearance), whatever the slice
+    again = render_scenes(4, 48, seed=4, start=9, appearance=1)
+    for key in b:
+        assert torch.equal(again[key], b[key][2:6]), key
+    assert not torch.equal(render_scenes(4, 48, seed=4, start=9, appearance=2)["pixel_values"], again["pixel_values"])

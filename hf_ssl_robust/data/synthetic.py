@@ -132,13 +132,29 @@ def _noise_bank(size: int) -> torch.Tensor:
     return torch.randn(size + _NOISE_SPAN, generator=torch.Generator().manual_seed(0x5A5A))
 
 
-def _draw(num: int, seed: int, start: int, height: int, width: int):
-    """Per-sample random numbers: scene uniforms, value-noise lattices and pixel noise."""
+# Uniforms that fix a scene's geometry (camera, objects' classes, places, sizes, tilts); every other
+# uniform (colours, textures, sky, lighting, haze, noise, value-noise lattices) is appearance.
+_GEOMETRY = torch.zeros(_NUM_PARAMS + 2 * _GRID * _GRID, dtype=torch.bool)
+_GEOMETRY[:10] = True
+for _j in range(MAX_OBJECTS):
+    _GEOMETRY[_SCENE_PARAMS + _j * _OBJ_PARAMS : _SCENE_PARAMS + _j * _OBJ_PARAMS + 4] = True
+
+
+def _draw(num: int, seed: int, start: int, height: int, width: int, appearance: int | None = None):
+    """Per-sample random numbers: scene uniforms, value-noise lattices and pixel noise.
+
+    With ``appearance`` set, the appearance uniforms come from their own generator seeded by
+    ``(seed, index, appearance)`` while the geometry ones stay those of ``(seed, index)``."""
     uniforms = torch.empty(num, _NUM_PARAMS + 2 * _GRID * _GRID)
+    redrawn = torch.empty(uniforms.shape[1])
     gen = torch.Generator()
     for i in range(num):
         gen.manual_seed(_mix(seed, start + i))
         torch.rand(uniforms.shape[1], generator=gen, out=uniforms[i])
+        if appearance is not None:
+            gen.manual_seed(_mix(seed, start + i, 0xA99EA, appearance))
+            torch.rand(uniforms.shape[1], generator=gen, out=redrawn)
+            uniforms[i] = torch.where(_GEOMETRY, uniforms[i], redrawn)
     params, grids = uniforms[:, :_NUM_PARAMS], uniforms[:, _NUM_PARAMS:].view(num, 2, _GRID * _GRID)
     size = 3 * height * width
     bank = _noise_bank(size)
@@ -248,8 +264,8 @@ def _ground_weight(kind: int, p: dict, idx, xs, gz):
     return _value_noise(p["grids"][idx, 0], xs * (1.5 * scale) + 17.0, gz / col(p["tex_period"]) * 1.5)
 
 
-def _render_chunk(seed: int, start: int, num: int, height: int, width: int) -> dict[str, torch.Tensor]:
-    params, grids, noise = _draw(num, seed, start, height, width)
+def _render_chunk(seed: int, start: int, num: int, height: int, width: int, appearance: int | None = None) -> dict[str, torch.Tensor]:
+    params, grids, noise = _draw(num, seed, start, height, width, appearance)
     half_width = width / (2 * height)
     p = _scene_params(params, half_width)
     p["grids"] = grids
@@ -349,11 +365,19 @@ def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
 _CHUNK_PIXELS = 96 * 64 * 64  # keeps the working set of one chunk in cache
 
 
-def render_scenes(num: int, image_size: int | tuple[int, int] = 64, seed: int = 0, start: int = 0) -> dict[str, torch.Tensor]:
+def render_scenes(
+    num: int, image_size: int | tuple[int, int] = 64, seed: int = 0, start: int = 0, appearance: int | None = None
+) -> dict[str, torch.Tensor]:
     """Render samples ``start .. start + num - 1`` of the ShapesWorld stream for ``seed``.
 
     Each sample depends only on ``(seed, index)``, so any slice is reproducible independently
     of batching. ``image_size`` is ``S`` or ``(H, W)``.
+
+    ``appearance`` (an int) renders the same scenes with their appearance redrawn: geometry
+    (camera, classes, places, sizes, tilts), hence ``labels``, ``mask`` and ``depth``, stay those
+    of ``(seed, index)``, while colours, textures, sky, lighting, haze and noise come from
+    ``(seed, index, appearance)``. Two values give two views of one scene that share only its
+    shapes, a label-free pair for self-supervised pretraining (``None``: the scene's own look).
 
     Returns ``pixel_values`` float32 ``[N, 3, H, W]`` in ``[0, 1]``; ``labels`` int64 ``[N]``
     (class of the largest visible object); ``mask`` int64 ``[N, H, W]`` (0 = background, class
@@ -370,7 +394,7 @@ def render_scenes(num: int, image_size: int | tuple[int, int] = 64, seed: int = 
     }
     chunk = max(1, _CHUNK_PIXELS // (height * width))
     for begin in range(0, num, chunk):
-        part = _render_chunk(seed, start + begin, min(chunk, num - begin), height, width)
+        part = _render_chunk(seed, start + begin, min(chunk, num - begin), height, width, appearance)
         for key, value in part.items():
             out[key][begin : begin + value.shape[0]] = value
     return out

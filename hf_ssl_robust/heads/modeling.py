@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel, ViTModel
 from transformers import initialization as init
 
-from ..encoders import PixelEncoder, load_encoder
+from ..encoders import PixelEncoder, centre_pad, get_family, load_encoder
 from .configuration import SSLHeadConfig
 
 __all__ = ["SSLHeadPreTrainedModel", "build_encoder", "centre_pad", "freeze_encoder"]
@@ -29,10 +28,11 @@ __all__ = ["SSLHeadPreTrainedModel", "build_encoder", "centre_pad", "freeze_enco
 def build_encoder(config: SSLHeadConfig) -> PixelEncoder:
     """Rebuild the (randomly initialised) encoder architecture recorded in a head config."""
     backbone_config = config.encoder_backbone_config()
+    load_kwargs = get_family(backbone_config).load_kwargs(backbone_config)  # e.g. DINO v1 has no pooler
     if backbone_config.model_type == "vit":
-        backbone = ViTModel(backbone_config, add_pooling_layer=False)  # DINO v1 has no pooler
+        backbone = ViTModel(backbone_config, **load_kwargs)
     else:
-        backbone = AutoModel.from_config(backbone_config)
+        backbone = AutoModel.from_config(backbone_config, **load_kwargs)
     return PixelEncoder(backbone, mean=tuple(config.image_mean), std=tuple(config.image_std))
 
 
@@ -47,26 +47,6 @@ def freeze_encoder(encoder: nn.Module) -> nn.Module:
         if module is not encoder:
             module._is_hf_initialized = True
     return encoder
-
-
-def centre_pad(pixels: Tensor, multiple: int, fill: Tensor | None = None) -> tuple[Tensor, tuple[int, int, int, int]]:
-    """Pad `[B, 3, H, W]` symmetrically so that H and W are multiples of `multiple`.
-
-    Args:
-        fill: per-channel fill value `[1, 3, 1, 1]` (default 0); the heads pass the encoder mean,
-            i.e. zero after normalisation, as the reference implementation pads normalised images.
-
-    Returns:
-        The padded pixels and `(top, bottom, left, right)`.
-    """
-    h, w = pixels.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    pad = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
-    if ph == 0 and pw == 0:
-        return pixels, pad
-    fill = torch.zeros((), dtype=pixels.dtype, device=pixels.device) if fill is None else fill.to(pixels.dtype)
-    # F.pad takes (left, right, top, bottom) for the last two axes.
-    return F.pad(pixels - fill, (pad[2], pad[3], pad[0], pad[1])) + fill, pad
 
 
 def _float32_values(buffer: Tensor) -> tuple[float, ...]:
