@@ -34,7 +34,8 @@ from hf_ssl_robust.data import make_dataset  # noqa: E402
 from hf_ssl_robust.data.loading import collate  # noqa: E402
 from hf_ssl_robust.encoders import bundled_encoders, load_encoder  # noqa: E402
 from hf_ssl_robust.results import TASK_TABLES, attack_title, display_name, format_eps, parse_eps, write_json  # noqa: E402
-from hf_ssl_robust.tasks import default_image_size, get_task  # noqa: E402
+from hf_ssl_robust.sizes import encoder_family, resolve_input_size  # noqa: E402
+from hf_ssl_robust.tasks import get_task  # noqa: E402
 
 
 class PassCounter:
@@ -60,7 +61,7 @@ def measure_cost(cfg: BenchmarkConfig, encoder_name: str, num_images: int, accel
     for task_name in cfg.tasks:
         task = get_task(task_name)
         model, spec = _head(cfg, encoder, encoder_name, task_name, cfg.datasets[0], accelerator)
-        size = cfg.image_size or default_image_size(model.encoder, spec)
+        size = resolve_input_size(encoder_family(model.encoder.config.model_type), spec, cfg.image_size).size  # as the benchmark
         data = make_dataset(spec, "eval", num_samples=num_images, seed=cfg.seed, image_size=size)
         batch = collate([data[i] for i in range(min(num_images, len(data)))])
         pixels, target = batch["pixel_values"], batch[task.target_key]

@@ -23,6 +23,15 @@ from hf_ssl_robust.encoders import load_encoder
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
 
+def one_thread():
+    """Fixture body for modules of tiny tensors: one intra-op thread is faster and does not fight
+    other jobs for the cores. Use as `_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def make_tiny_backbone(kind: str = "dinov2", patch_size: int = 8, seed: int = 0):
     """A seeded random tiny backbone: `dinov2`, `dinov2_reg` (4 registers), `vit` (DINO v1 style) or

@@ -13,16 +13,12 @@ from hf_ssl_robust.attacks.apgd import APGD, APGDStep, checkpoints
 from hf_ssl_robust.attacks.objectives import LOSSES, damage
 
 from test_attacks import make_case, make_pixels  # the contract tests' tiny task models
+from conftest import one_thread
 
 PEER_HINT = "The README install command installs it: pip install --no-deps torchattacks==3.5.1 (its torchvision dependency is never imported)."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def small_cnn():

@@ -10,6 +10,7 @@ from transformers.modeling_outputs import DepthEstimatorOutput, ImageClassifierO
 
 from hf_ssl_robust.attacks import ATTACKS, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD, make_attack
 from hf_ssl_robust.attacks.objectives import DEFAULT_LOSS, LOSSES
+from conftest import one_thread
 
 TASKS = ("classification", "segmentation", "depth")
 # what an encoder-surface attack reads for each task's head
@@ -21,13 +22,7 @@ ENCODER_KW = {
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and does not fight other jobs for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 class Classifier(nn.Module):

@@ -16,16 +16,12 @@ import hf_ssl_robust.defenses.deacl as deacl_module
 from hf_ssl_robust.defenses import DeACLConfig, deacl_loss, train_deacl
 from hf_ssl_robust.defenses.deacl import DenseCosineAttack, StepBatchSampler
 from hf_ssl_robust.encoders import load_encoder
+from conftest import one_thread
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def tiny_cfg(encoder: str, out: Path, **kw) -> DeACLConfig:

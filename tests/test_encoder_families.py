@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_backbone
+from conftest import make_tiny_backbone, one_thread
 from transformers import AutoModel, BertConfig, BertModel
 
 from hf_ssl_robust.attacks import make_attack
@@ -16,12 +16,7 @@ from hf_ssl_robust.heads import HEADS
 FAMILY_CASES = {"vit": ("vit", 16), "dinov2": ("dinov2", 8), "dinov2_with_registers": ("dinov2_reg", 8), "resnet": ("resnet", 8)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 @pytest.fixture(scope="module")

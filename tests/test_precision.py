@@ -12,7 +12,7 @@ import pytest
 import test_attacks as contract  # the attack contract's cases and tests, rerun here under bf16
 import torch
 from accelerate.state import AcceleratorState
-from conftest import make_tiny_backbone
+from conftest import make_tiny_backbone, one_thread
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
@@ -63,13 +63,7 @@ def family_backbones() -> dict:
     }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and does not fight other jobs for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 @pytest.fixture
@@ -150,7 +144,7 @@ def test_bf16__every_attack_keeps_its_contract(name, task, tiny_dinov2_path):
         contract.test_attack__eps_zero_is_identity(name, task, load_encoder(tiny_dinov2_path))
         contract.test_attack__seeded_deterministic(name, task, load_encoder(tiny_dinov2_path))
         kwargs, model, x, target = contract.make_case(name, task, load_encoder(tiny_dinov2_path))
-        adv = make_attack(name, eps=1 / 255, step_size=0.25 / 255, steps=2, seed=0, **kwargs).perturb(model, x, target).pixels
+        adv = make_attack(name.partition(":")[0], eps=1 / 255, step_size=0.25 / 255, steps=2, seed=0, **kwargs).perturb(model, x, target).pixels
     assert adv.dtype == torch.float32 and (adv - x).abs().max() <= 1 / 255 and adv.min() >= 0 and adv.max() <= 1
 
 
@@ -184,7 +178,7 @@ def _damage(task, task_model, pixels, target):
 @pytest.mark.parametrize("name,task", contract.CASES, ids=contract.IDS)
 def test_bf16__attack_success_within_a_few_images_of_fp32(name, task, tiny_dinov2_path):
     kwargs, model, task_model, x, target, truth = _success_case(name, task, load_encoder(tiny_dinov2_path))
-    attack = make_attack(name, eps=8 / 255, step_size=2 / 255, steps=5, seed=0, **kwargs)
+    attack = make_attack(name.partition(":")[0], eps=8 / 255, step_size=2 / 255, steps=5, seed=0, **kwargs)  # apgd:LOSS -> loss in kwargs
     damage = {}
     for precision in ("no", "bf16"):
         with autocast_for(precision, DEVICE):  # attack and re-scoring in one precision
