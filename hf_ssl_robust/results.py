@@ -69,9 +69,12 @@ def format_eps(eps: float) -> str:
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (a crash never leaves half a file behind)."""
+    """Write JSON atomically (a crash never leaves half a file behind).
+
+    The temporary file is named per process, so two processes writing the same file (seen: a
+    2-process `accelerate launch` benchmark, 1 run in 5) never rename each other's half-written file."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
     os.replace(tmp, path)
 
