@@ -180,7 +180,21 @@ def whiten_patch_embedding(backbone: Dinov2Model, images: torch.Tensor, eps: flo
     proj.bias[:k] = -(weight @ centre.float())
 
 
-class ViewStream(torch.utils.data.IterableDataset):
+class StepStream(torch.utils.data.IterableDataset):
+    """An endless stream whose item is a pure function of the step (`self.item(step)`): DataLoader
+    worker w of W yields steps start + w, start + w + W, ..., so any number of workers gives the
+    same batches in the same order."""
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        step = self.start + worker
+        while True:
+            yield self.item(step)
+            step += workers
+
+
+class ViewStream(StepStream):
     """The multi-crop views of every training step from ``start`` on, rendered on the fly.
 
     Step ``t`` of process ``rank`` renders its own slice of the ShapesWorld stream and draws its crops
@@ -190,6 +204,9 @@ class ViewStream(torch.utils.data.IterableDataset):
 
     def __init__(self, args, start: int, num_processes: int = 1, rank: int = 0):
         self.args, self.start, self.num_processes, self.rank = args, start, num_processes, rank
+
+    def item(self, step: int):
+        return self.views(step)
 
     def views(self, step: int):
         a = self.args
@@ -201,13 +218,6 @@ class ViewStream(torch.utils.data.IterableDataset):
         mask = torch.rand(2 * a.batch_size, (a.image_size // a.patch_size) ** 2, generator=gen) < a.mask_ratio
         return globals_, locals_, mask
 
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        step = self.start + worker
-        while True:
-            yield self.views(step)
-            step += workers
 
 
 def whiten_on_shapes(backbone: Dinov2Model, image_size: int, seed: int) -> None:
@@ -451,13 +461,16 @@ class PairPool:
         return self.views[0, idx].float() / 255, self.views[1, idx].float() / 255
 
 
-class PairStream(torch.utils.data.IterableDataset):
+class PairStream(StepStream):
     """Augmented view pairs of every step from ``start`` on: ``(view_a, view_b, boxes_a, boxes_b)``.
     Crops, flips and jitter come from a generator seeded by ``(seed, step, rank)``: resumable, and
     identical whatever the number of DataLoader workers."""
 
     def __init__(self, args, pool: PairPool, start: int, num_processes: int = 1, rank: int = 0):
         self.args, self.pool, self.start, self.num_processes, self.rank = args, pool, start, num_processes, rank
+
+    def item(self, step: int):
+        return self.pairs(step)
 
     def pairs(self, step: int):
         a = self.args
@@ -468,13 +481,6 @@ class PairStream(torch.utils.data.IterableDataset):
         views = [colour_jitter(apply_crops(x, bx, a.image_size), gen, a.gray_p) for x, bx in zip((first, second), boxes)]
         return views[0], views[1], boxes[0], boxes[1]
 
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        step = self.start + worker
-        while True:
-            yield self.pairs(step)
-            step += workers
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, valid: torch.Tensor | None = None) -> torch.Tensor:
