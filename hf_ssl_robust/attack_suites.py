@@ -65,11 +65,12 @@ def attacks_for_task(requested: list[str], task: str) -> list[str]:
     return list(dict.fromkeys(n for n in names if n is not None))
 
 
-def check_plan(requested: list[str], tasks: list[str], worst_case: bool) -> dict[str, list[str]]:
+def check_plan(requested: list[str], tasks: list[str], worst_case: bool, progressive: bool = False) -> dict[str, list[str]]:
     """Validate a benchmark's attacks before any work; returns the attacks per task.
 
-    Raises `ValueError` when an `apgd:LOSS` fits none of `tasks`, or `worst_case` is asked for a
-    task with fewer than two attacks (a worst case over one attack is that attack).
+    Raises `ValueError` when an `apgd:LOSS` fits none of `tasks`, `worst_case` is asked for a
+    task with fewer than two attacks (a worst case over one attack is that attack), or
+    `progressive` is asked for with no segmentation APGD attack to apply it to.
     """
     plan = {task: attacks_for_task(requested, task) for task in tasks}
     for spec in requested:  # asked for by name (a suite's members may target tasks that are not run)
@@ -82,18 +83,22 @@ def check_plan(requested: list[str], tasks: list[str], worst_case: bool) -> dict
         if few:
             raise ValueError(f"--worst_case takes, per image, the most damaging of several attacks, but {few} "
                              f"has fewer than two; add attacks (e.g. --attacks embed apgd ...) or use --attacks strong.")
+    if progressive and not any(n.startswith("apgd") for n in plan.get("segmentation", [])):
+        raise ValueError("--progressive is SEA's radius schedule for segmentation APGD attacks, but none is run; add "
+                         "--tasks segmentation and --attacks apgd (or apgd:masked_ce, apgd:js, strong), or drop --progressive.")
     return plan
 
 
-def build_attack(name: str, task, spec, **common) -> Attack:
+def build_attack(name: str, task, spec, progressive: bool = False, **common) -> Attack:
     """`make_attack` for a result name of `attacks_for_task`, with the task's and dataset's settings.
 
-    APGD always keeps each image's most damaging iterate (`track_best=True`).
+    APGD always keeps each image's most damaging iterate (`track_best=True`). `progressive` turns on
+    SEA's progressive radius for the segmentation APGD attacks (SEA defines it for segmentation only).
     """
     base, _, loss = name.partition(":")
     if base != "apgd":
         return make_attack(base, **common, **task.attack_kwargs(base, spec))
-    extra = {"ignore_index": spec.ignore_index} if task.name == "segmentation" else {}
+    extra = {"ignore_index": spec.ignore_index, "progressive": progressive} if task.name == "segmentation" else {}
     if task.name == "depth":
         extra["max_depth"] = float(spec.max_depth or 10.0)
     return make_attack("apgd", **{**common, "track_best": True}, loss=loss, **extra)

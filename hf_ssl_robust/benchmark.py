@@ -57,6 +57,7 @@ class BenchmarkConfig:
     norm: str = field(default="linf", metadata={"help": "linf | l2"})
     track_best: bool = field(default=False, metadata={"help": "Keep each image's most damaging iterate (APGD always does)."})
     worst_case: bool = field(default=False, metadata={"help": "Add a `worst` row: per image the attack that hurt it most (needs >= 2 attacks per task)."})
+    progressive: bool = field(default=False, metadata={"help": "SEA's progressive radius (2ε → 1.5ε → ε over 30/30/40 %% of the steps) for the segmentation APGD attacks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the evaluation split (same images clean and attacked)."})
     batch_size: str = field(default="32", metadata={"help": "Evaluation / attack batch size, or `auto`: the largest that fits in memory."})
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Results, heads and plots go here; re-running resumes."})
@@ -80,7 +81,7 @@ class BenchmarkConfig:
         if any(a in SUITES for a in self.attacks):
             self.worst_case = True  # a suite is run for its worst case
         raise_problems(benchmark_problems(self, encoders=False))  # every cheap check, all at once
-        self.attack_plan = check_plan(self.attacks, self.tasks, self.worst_case)  # task -> attacks
+        self.attack_plan = check_plan(self.attacks, self.tasks, self.worst_case, self.progressive)  # task -> attacks
         self.eps_values = [parse_eps(e, norm=self.norm) for e in self.eps]
         if str(self.batch_size) != "auto":
             self.batch_size = int(self.batch_size)
@@ -109,7 +110,8 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
                 num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
                 data_dir=cfg.data_dirs.get(dataset), mixed_precision=cfg.mixed_precision or "no",
-                **({"worst_case": True} if cfg.worst_case else {}))
+                **({"worst_case": True} if cfg.worst_case else {}),
+                **({"progressive": True} if cfg.progressive and task == "segmentation" else {}))
     # no batch_size: random starts are seeded per image and mixed sizes never share a canvas
 
 
@@ -203,7 +205,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
     eps = key["eps"]
     attacks = {
         name: build_attack(name, task, spec, eps=eps, step_size=cfg.attack_step_size(eps), steps=cfg.steps, norm=cfg.norm,
-                           track_best=cfg.track_best, seed=cfg.seed)
+                           track_best=cfg.track_best, seed=cfg.seed, progressive=cfg.progressive)
         for name in get_task(key["task"]).attacks(cfg.attacks)  # the order asked for (the key's list is sorted)
     }
     image_size = resolve_input_size(encoder_family(model.encoder.config.model_type), spec, cfg.image_size).size

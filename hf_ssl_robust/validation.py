@@ -169,7 +169,8 @@ def benchmark_problems(cfg, *, encoders: bool = True) -> list[str]:
         problems.append(f"Unknown attack(s) {unknown}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}")
     else:
         try:  # losses (apgd:LOSS) unknown or of no task run, --worst_case with fewer than two attacks
-            check_plan(cfg.attacks, [t for t in cfg.tasks if t in TASKS], getattr(cfg, "worst_case", False) or any(a in SUITES for a in cfg.attacks))
+            check_plan(cfg.attacks, [t for t in cfg.tasks if t in TASKS], getattr(cfg, "worst_case", False) or any(a in SUITES for a in cfg.attacks),
+                       getattr(cfg, "progressive", False))
         except ValueError as err:
             problems.append(str(err))
     if cfg.norm not in NORMS:

@@ -67,7 +67,7 @@ def measure_cost(cfg: BenchmarkConfig, encoder_name: str, num_images: int, accel
         pixels, target = batch["pixel_values"], batch[task.target_key]
         for name in cfg.attack_plan[task_name]:
             attack = build_attack(name, task, spec, eps=eps, step_size=cfg.attack_step_size(eps), steps=cfg.steps,
-                                  norm=cfg.norm, track_best=cfg.track_best, seed=cfg.seed)
+                                  norm=cfg.norm, track_best=cfg.track_best, seed=cfg.seed, progressive=cfg.progressive)
             surface = model.encoder if attack.surface == "encoder" else model
             counter = PassCounter(model.encoder)
             start = time.perf_counter()

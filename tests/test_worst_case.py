@@ -79,16 +79,37 @@ def test_attack_names__apgd_losses_and_the_strong_suite():
     (dict(attacks=["apgd:dlr"], tasks=["segmentation"]), r"'apgd:dlr' is a classification loss but the tasks are \['segmentation'\]; losses for them: segmentation: \['masked_ce'"),
     (dict(attacks=["embed", "pgd"], worst_case=True), r"--worst_case .* \{'segmentation': \['embed'\], 'depth': \['embed'\]\}"),
     (dict(attacks=["pgd"], tasks=["classification"], worst_case=True), r"fewer than two"),
+    (dict(attacks=["apgd"], tasks=["classification", "depth"], progressive=True), r"--progressive .* add --tasks segmentation"),
+    (dict(attacks=["segpgd", "embed"], progressive=True), r"--progressive .*none is run"),
 ])
 def test_check_plan__bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        check_plan(kwargs["attacks"], kwargs.get("tasks", ["classification", "segmentation", "depth"]), kwargs.get("worst_case", False))
+        check_plan(kwargs["attacks"], kwargs.get("tasks", ["classification", "segmentation", "depth"]), kwargs.get("worst_case", False),
+                   kwargs.get("progressive", False))
+
+
+def test_progressive__segmentation_apgd_only_and_in_the_cell_key():
+    from hf_ssl_robust.attack_suites import build_attack
+    from hf_ssl_robust.benchmark import _cell_key
+    from hf_ssl_robust.tasks import get_task
+
+    cfg = BenchmarkConfig(encoders=["x"], attacks=["strong"], progressive=True)
+    for task in cfg.tasks:
+        spec = get_dataset_spec("shapes", task=task)
+        for name in cfg.attack_plan[task]:
+            attack = build_attack(name, get_task(task), spec, eps=8 / 255, steps=4, progressive=cfg.progressive)
+            assert getattr(attack, "progressive", False) == (task == "segmentation" and name.startswith("apgd")), (task, name)
+    plain = BenchmarkConfig(encoders=["x"], attacks=["strong"])
+    # cells computed without the schedule are not reused for it (and other tasks' cells are unaffected)
+    assert _cell_key(cfg, "x", "segmentation", "shapes", 8 / 255) != _cell_key(plain, "x", "segmentation", "shapes", 8 / 255)
+    assert _cell_key(cfg, "x", "depth", "shapes", 8 / 255) == _cell_key(plain, "x", "depth", "shapes", 8 / 255)
 
 
 @pytest.mark.parametrize("argv,match", [
     (["--attacks", "apgd:dlr", "--tasks", "depth"], "is a classification loss"),
     (["--attacks", "pgd", "--worst_case"], "--worst_case takes"),
     (["--attacks", "apgd:nope"], "Unknown attack loss 'nope'"),
+    (["--attacks", "pgd", "segpgd", "--progressive"], "--progressive is SEA's radius schedule"),
 ])
 def test_cli__bad_attack_settings_exit_2_before_any_work(argv, match, tmp_path, capsys):
     out = tmp_path / "out"
