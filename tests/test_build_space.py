@@ -110,6 +110,11 @@ def test_build_space__refusals(build, tmp_path, monkeypatch):
         build.build_space(out)
     build.build_space(out, results=[], overwrite=True)
     assert (out / "mine.txt").read_text() == "keep me" and not (out / "outputs").exists()
+    heads = tmp_path / "heads" / "shapes-resnet-tiny-shapes-depth"
+    heads.mkdir(parents=True)
+    (heads / "config.json").write_text("{}")
+    build.build_space(out, results=[], heads_dir=heads.parent, overwrite=True)  # where the app looks first
+    assert (out / "outputs" / "benchmark" / "heads" / heads.name / "config.json").is_file()
     with pytest.raises(ValueError, match="does not exist"):
         build.build_space(tmp_path / "other", results=[tmp_path / "missing.json"])
     monkeypatch.setattr(build.metadata, "packages_distributions", lambda: {"torchvision": ["torchvision"]})
