@@ -60,7 +60,8 @@ def test_build_space__files_and_package(built):
         assert (pkg / "assets" / name / "model.safetensors").stat().st_size > 10_000
     for name in ("accuracy", "mean_iou", "depth"):
         assert (pkg / "metrics" / name / f"{name}.py").is_file() and (pkg / "metrics" / name / "README.md").is_file()
-    assert sorted(p.name for p in (pkg / "templates").iterdir()) == sorted(p.name for p in (REPO / "hf_ssl_robust" / "templates").iterdir())
+    templates = sorted(p.name for p in (REPO / "hf_ssl_robust" / "templates").iterdir())
+    assert sorted(p.name for p in (pkg / "templates").iterdir()) == templates
     assert not list(pkg.rglob("__pycache__")) and not list(pkg.rglob("*.pyc"))
     assert (built / "outputs" / "embedded_default" / "results.json").read_bytes() == (
         REPO / "docs" / "embedded_default" / "results.json").read_bytes()
