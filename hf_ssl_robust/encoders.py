@@ -15,13 +15,17 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import socket
+import ssl
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import torch
 import torch.nn.functional as F
@@ -355,14 +359,55 @@ def hub_offline() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connection to the Hub endpoint (cached for the process)."""
+    """Whether the Hub endpoint accepts a connection from here, through the proxy if one is set.
+
+    Honours the proxy variables that `huggingface_hub`'s HTTP client reads: ``HTTPS_PROXY`` /
+    ``HTTP_PROXY`` (by the endpoint's scheme), ``ALL_PROXY`` and ``NO_PROXY``, upper or lower case.
+    Without a proxy (or when ``NO_PROXY`` covers the host) it opens a TCP connection to the host;
+    through an HTTP(S) proxy it asks for a tunnel (``CONNECT host:port``) and counts a 2xx answer,
+    which a proxy gives only once it has reached the host. A SOCKS proxy is only checked to accept
+    a connection. Offline-safe: any failure, or no answer within ``timeout`` seconds in all, is
+    False. Cached for the process (``hub_reachable.cache_clear()`` checks again).
+    """
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()  # the environment (plus the OS settings on macOS / Windows)
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+        if not proxy or urllib.request.proxy_bypass(host):
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        return _proxy_tunnel_opens(urlparse(proxy if "://" in proxy else f"http://{proxy}"), host, port, deadline)
+    except (OSError, ValueError):  # ssl errors and timeouts are OSErrors; ValueError: a malformed proxy URL
         return False
+
+
+def _proxy_tunnel_opens(via, host: str, port: int, deadline: float) -> bool:
+    """Ask the proxy ``via`` (a parsed URL) for a tunnel to ``host:port``; True on a 2xx status line."""
+    via_port = via.port or {"http": 80, "https": 443}.get(via.scheme, 1080)
+    sock = socket.create_connection((via.hostname, via_port), timeout=max(deadline - time.monotonic(), 0.001))
+    try:
+        if via.scheme not in ("http", "https"):
+            return True  # SOCKS: a tunnel would need the SOCKS protocol; the proxy at least answers
+        if via.scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=via.hostname)
+        auth = ""
+        if via.username:
+            token = base64.b64encode(f"{unquote(via.username)}:{unquote(via.password or '')}".encode()).decode()
+            auth = f"Proxy-Authorization: Basic {token}\r\n"
+        sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n".encode())
+        reply = b""
+        while b"\r\n" not in reply and len(reply) < 4096:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        sock.close()
+    status = reply.split(b"\r\n", 1)[0].split()  # e.g. [b"HTTP/1.1", b"200", b"Connection", b"established"]
+    return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1].startswith(b"2")
 
 
 def _not_found_error(name: str, resolved: str, err: Exception) -> EncoderNotFoundError:

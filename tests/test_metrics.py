@@ -1,6 +1,8 @@
 """Metrics: hand-computed values, slow reference implementations, evaluate modules, meters."""
 
+import doctest
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +18,10 @@ from hf_ssl_robust.metrics import (
     depth_stats,
     load_metric,
     mean_iou_from_stats,
+    metric_path,
     segmentation_stats,
 )
-from hf_ssl_robust.metrics.functional import arrow_maps, iter_chunks
+from hf_ssl_robust.metrics.functional import arrow_maps, iter_chunks, remap_labels
 
 K = 4
 # Hand-worked example (ignore = 255 at [1, 2]):
@@ -163,6 +166,95 @@ def test_mean_iou_module__equals_functional(modules):
     np.testing.assert_allclose(out["per_category_iou"], meter.per_category_iou().numpy())
     hand = modules["mean_iou"].compute(predictions=[PRED[0].numpy()], references=[REF[0].numpy()], num_labels=K)
     np.testing.assert_allclose(hand["per_category_iou"], IOU)
+
+
+# The documented example of the canonical `mean_iou` module (huggingface/evaluate,
+# metrics/mean_iou): its inputs and printed outputs, reproduced here.
+CANONICAL_PREDS = [np.array([[1, 2], [3, 4], [5, 255]]), np.array([[2, 7], [9, 2], [3, 6]]),
+                   np.array([[2, 2, 3], [8, 2, 4], [3, 255, 2]])]
+CANONICAL_REFS = [np.array([[0, 3], [5, 4], [6, 255]]), np.array([[1, 7], [9, 2], [3, 6]]),
+                  np.array([[1, 2, 2], [8, 2, 1], [3, 255, 1]])]
+CANONICAL_KEYS = ["mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy"]
+
+
+def test_mean_iou_module__canonical_documented_example(modules):
+    out = modules["mean_iou"].compute(predictions=CANONICAL_PREDS, references=CANONICAL_REFS, num_labels=10,
+                                      ignore_index=255, reduce_labels=False)
+    assert list(out) == CANONICAL_KEYS
+    assert out["mean_iou"] == pytest.approx(0.47750000000000004, abs=1e-15)
+    assert out["mean_accuracy"] == pytest.approx(0.5916666666666666, abs=1e-15)
+    assert out["overall_accuracy"] == pytest.approx(0.5263157894736842, abs=1e-15)  # 10 / 19 counted pixels
+    np.testing.assert_allclose(out["per_category_iou"], [0, 0, 0.375, 0.4, 0.5, 0, 0.5, 1, 1, 1], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(out["per_category_accuracy"], [0, 0, 0.75, 2 / 3, 1, 0, 0.5, 1, 1, 1], rtol=0, atol=1e-15)
+
+
+def test_mean_iou_module__hand_computed_single_map_and_nan_to_num(modules):
+    # The canonical card's one-map example (it prints no numbers; these are worked by hand).
+    # Counted pixels: 8 (one ignored). Class 1: I 0, U 3; class 2: I 2, U 5, recall 2/3; class 3:
+    # I 1, U 2; class 4: I 0, U 1 (never referenced: recall NaN); class 8: I 1, U 1; classes 0, 5,
+    # 6, 7, 9 appear nowhere: NaN, outside both means.
+    pred, ref = CANONICAL_PREDS[2], CANONICAL_REFS[2]
+    out = modules["mean_iou"].compute(predictions=[pred], references=[ref], num_labels=10, ignore_index=255)
+    nan = float("nan")
+    np.testing.assert_allclose(out["per_category_iou"], [nan, 0, 0.4, 0.5, 0, nan, nan, nan, 1, nan], atol=1e-15)
+    np.testing.assert_allclose(out["per_category_accuracy"], [nan, 0, 2 / 3, 1, nan, nan, nan, nan, 1, nan], atol=1e-15)
+    assert out["mean_iou"] == pytest.approx((0 + 0.4 + 0.5 + 0 + 1) / 5)
+    assert out["mean_accuracy"] == pytest.approx((0 + 2 / 3 + 1 + 1) / 4)
+    assert out["overall_accuracy"] == 4 / 8
+    filled = modules["mean_iou"].compute(predictions=[pred], references=[ref], num_labels=10, nan_to_num=-1)
+    np.testing.assert_array_equal(filled["per_category_iou"][[0, 5, 6, 7, 9]], -1)
+    np.testing.assert_array_equal(filled["per_category_accuracy"][[0, 4, 5, 6, 7, 9]], -1)
+    assert filled["mean_iou"] == pytest.approx(out["mean_iou"])  # the means skip NaN before filling
+    assert not any(np.isnan(v).any() for v in filled.values())
+
+
+def test_mean_iou_module__nan_to_num_fills_an_empty_split(modules):
+    out = modules["mean_iou"].compute(predictions=[[[1, 1]]], references=[[[255, 255]]], num_labels=2, nan_to_num=0)
+    assert out["mean_iou"] == 0.0 and out["overall_accuracy"] == 0.0 and isinstance(out["mean_iou"], float)
+    plain = modules["mean_iou"].compute(predictions=[[[1, 1]]], references=[[[255, 255]]], num_labels=2)
+    assert math.isnan(plain["mean_iou"]) and np.isnan(plain["per_category_iou"]).all()
+
+
+def test_mean_iou_module__reduce_labels(modules):
+    # 0 -> 255 (ignored), 1 -> 0, 2 -> 1, 255 stays 255
+    assert remap_labels(torch.tensor([0, 1, 2, 255]), reduce_labels=True).tolist() == [255, 0, 1, 255]
+    out = modules["mean_iou"].compute(predictions=[[[0, 0, 1, 1]]], references=[[[0, 1, 2, 255]]], num_labels=2,
+                                      reduce_labels=True)
+    assert out["mean_iou"] == 1.0 and out["overall_accuracy"] == 1.0  # only the two middle pixels count
+    # Unreduced, the same references hold id 2 for a 2-class problem: a clear error, not a silent drop.
+    with pytest.raises(ValueError, match=r"references must lie in \[0, 2\).*\[2\]"):
+        modules["mean_iou"].compute(predictions=[[[0, 0, 1, 1]]], references=[[[0, 1, 2, 255]]], num_labels=2)
+    with pytest.raises(ValueError, match="pass ignore_index=255"):
+        modules["mean_iou"].compute(predictions=[[[0]]], references=[[[1]]], num_labels=2, reduce_labels=True,
+                                    ignore_index=-1)
+
+
+def test_mean_iou_module__label_map_reads_original_ids(modules):
+    swap = {1: 2, 2: 1}  # applied one after the other, it would send both ids to 1
+    assert remap_labels(torch.tensor([[1, 2, 0, 3]]), swap).tolist() == [[2, 1, 0, 3]]
+    out = modules["mean_iou"].compute(predictions=[[[2, 1, 0]]], references=[[[1, 2, 0]]], num_labels=3, label_map=swap)
+    assert out["mean_iou"] == 1.0
+    json_style = modules["mean_iou"].compute(predictions=[[[2, 1, 0]]], references=[[[1, 2, 0]]], num_labels=3,
+                                             label_map={"1": "2", "2": "1"})
+    assert json_style["mean_iou"] == 1.0
+    # label_map runs before reduce_labels: 5 -> 0 -> background (ignored)
+    both = remap_labels(torch.tensor([5, 1]), {5: 0}, reduce_labels=True)
+    assert both.tolist() == [255, 0]
+    with pytest.raises(ValueError, match="label_map must map integer class ids"):
+        remap_labels(torch.tensor([1]), {"one": 2})
+
+
+def test_mean_iou_module__ignore_index(modules):
+    # ignore_index=0: the first column counts nowhere, whatever is predicted there (even 99)
+    pred, ref = [[[99, 1], [99, 0]]], [[[0, 1], [0, 1]]]
+    out = modules["mean_iou"].compute(predictions=pred, references=ref, num_labels=2, ignore_index=0)
+    np.testing.assert_allclose(out["per_category_iou"], [0.0, 0.5])  # class 1: I 1, U 2; class 0: predicted once
+    assert out["overall_accuracy"] == 0.5
+    # a prediction out of range at a counted pixel is an error (the canonical module drops it silently)
+    with pytest.raises(ValueError, match=r"predictions must lie in \[0, 2\), found \[99\]"):
+        modules["mean_iou"].compute(predictions=pred, references=ref, num_labels=2, ignore_index=255)
+    with pytest.raises(ValueError, match="num_labels must be a positive integer"):
+        modules["mean_iou"].compute(predictions=pred, references=ref, num_labels=None)
 
 
 def test_mean_iou_module__add_batch_and_mixed_sizes(modules):
@@ -313,3 +405,35 @@ def test_load_metric__never_touches_the_network(monkeypatch, modules):
     monkeypatch.setattr(socket, "create_connection", refuse)
     for name in METRICS:
         assert type(load_metric(name)).__name__ == type(modules[name]).__name__
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_metric_module__loads_by_path_with_citation(name):
+    import evaluate
+
+    module = evaluate.load(metric_path(name))  # what load_metric does; a local folder, never the Hub
+    assert module.name == name and "2407.12588" in module.citation
+    assert "https://arxiv.org/abs/2407.12588" in module.info.reference_urls
+    if name == "mean_iou":
+        assert "everingham2010pascal" in module.citation
+    if name == "depth":
+        assert "eigen2014depth" in module.citation
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_metric_card__header_parses_and_examples_run(name):
+    from evaluate.utils import parse_readme
+    from huggingface_hub import metadata_load
+
+    card = Path(metric_path(name)) / "README.md"
+    meta = metadata_load(card)  # the YAML block the Hub reads
+    assert {"evaluate", "metric"} <= set(meta["tags"]) and meta["title"] and len(meta["description"]) > 50
+    body = parse_readme(card)  # what evaluate's widget shows: the header stripped
+    assert body.lstrip().startswith("# Metric Card for") and "---" not in body.splitlines()[0]
+    assert "2407.12588" in body
+    # Every `>>>` example in the card runs and prints what the card says.
+    test = doctest.DocTestParser().get_doctest(card.read_text(), {}, f"{name}/README.md", str(card), 0)
+    assert len(test.examples) >= 3
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0

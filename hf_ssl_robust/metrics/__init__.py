@@ -1,7 +1,8 @@
 """Metrics for the three tasks: pure-torch functions and meters, and `evaluate` modules.
 
 `load_metric(name)` returns an `evaluate` module loaded from the script shipped inside this
-package (``evaluate.load("mean_iou")`` would download one from the Hub instead). `evaluate` is
+package (``evaluate.load("mean_iou")`` would download one from the Hub instead); each module folder
+also holds its card (README.md with evaluate's metadata header). `evaluate` is
 imported only there: importing it pulls in ``transformers.pipelines`` (seconds), which the
 meters used by the benchmark loop do not need.
 
@@ -22,6 +23,7 @@ from .functional import (
     confusion_matrix,
     depth_stats,
     mean_iou_from_stats,
+    remap_labels,
     segmentation_stats,
 )
 
@@ -63,5 +65,6 @@ __all__ = [
     "load_metric",
     "mean_iou_from_stats",
     "metric_path",
+    "remap_labels",
     "segmentation_stats",
 ]

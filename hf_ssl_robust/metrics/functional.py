@@ -26,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -35,6 +37,7 @@ from torch import Tensor
 Gather = Callable[[object], object]
 
 SEG_STATS = ("intersection", "pred_area", "label_area")
+REDUCED_BACKGROUND = 255  # what `reduce_labels` turns background 0 into (the canonical module's value)
 DEPTH_METRICS = ("rmse", "abs_rel", "sq_rel", "log10", "rmse_log", "delta1", "delta2", "delta3")
 _MAX_BINS = 1 << 25  # per bincount call in segmentation_stats: 32M int64 bins = 256 MB
 CHUNK_PIXELS = 1 << 24  # iter_chunks: ~64 masks of 512x512, bounded int64 temporaries (~130 MB)
@@ -97,12 +100,18 @@ def _check_labels(preds: Tensor, refs: Tensor, num_labels: int, ignore_index: in
         raise ValueError(
             "segmentation: predictions and references must be integer class ids (take the argmax of logits)."
         )
-    if preds.numel() and (int(preds.min()) < 0 or int(preds.max()) >= num_labels):
-        bad = torch.unique(preds[(preds < 0) | (preds >= num_labels)])[:10].tolist()
-        raise ValueError(f"segmentation: predictions must lie in [0, {num_labels}), found {bad}.")
     ignored = None if ignore_index is None else refs == ignore_index
     if ignored is not None and not bool(ignored.any()):
         ignored = None
+    if preds.numel() and (int(preds.min()) < 0 or int(preds.max()) >= num_labels):
+        # Predictions at ignored pixels count nowhere, so any value is accepted there (the
+        # canonical `evaluate` example predicts 255 where the reference is 255).
+        bad_pred = (preds < 0) | (preds >= num_labels)
+        if ignored is not None:
+            bad_pred &= ~ignored
+        if bool(bad_pred.any()):
+            bad = torch.unique(preds[bad_pred])[:10].tolist()
+            raise ValueError(f"segmentation: predictions must lie in [0, {num_labels}), found {bad}.")
     out_of_range = (refs < 0) | (refs >= num_labels)  # elementwise passes: no boolean gather on the hot path
     if ignored is not None:
         out_of_range &= ~ignored
@@ -174,6 +183,46 @@ def confusion_matrix(preds: Tensor, refs: Tensor, num_labels: int, ignore_index:
     return conf[0]
 
 
+def remap_labels(refs: Tensor, label_map: Mapping | None = None, reduce_labels: bool = False) -> Tensor:
+    """Rewrite reference class ids the way the canonical `evaluate` mean_iou module does.
+
+    Args:
+        refs: reference class ids, any shape.
+        label_map: ``{old_id: new_id}``. Every entry reads the *original* ids, so ``{1: 2, 2: 1}``
+            swaps two classes. Keys and values must be integers (or strings of integers, as a
+            JSON file gives them).
+        reduce_labels: applied after ``label_map``: background 0 becomes 255 and every other id
+            except 255 drops by one (ADE20K's convention, where 0 means "other", not a class).
+
+    Returns:
+        The rewritten ids (``refs`` itself when there is nothing to do).
+    """
+    if label_map:
+        table = _int_map(label_map)
+        values, inverse = torch.unique(refs, return_inverse=True)  # map the few distinct ids, not every pixel
+        mapped = torch.tensor([table.get(v, v) for v in values.tolist()], dtype=torch.long, device=refs.device)
+        refs = mapped[inverse]
+    if reduce_labels:
+        refs = torch.where((refs == 0) | (refs == REDUCED_BACKGROUND), REDUCED_BACKGROUND, refs - 1)
+    return refs
+
+
+def _int_map(label_map: Mapping) -> dict[int, int]:
+    if not isinstance(label_map, Mapping):
+        raise ValueError(f"label_map must be a dict {{old_id: new_id}}, got {type(label_map).__name__}.")
+    table = {}
+    for old, new in label_map.items():
+        try:
+            table[_as_int(old)] = _as_int(new)
+        except (TypeError, ValueError):
+            raise ValueError(f"label_map must map integer class ids to integer class ids, got {old!r}: {new!r}.") from None
+    return table
+
+
+def _as_int(x) -> int:
+    return int(x) if isinstance(x, str) else operator.index(x)
+
+
 def mean_iou_from_stats(intersection: Tensor, union: Tensor, label_area: Tensor | None = None) -> dict[str, object]:
     """mIoU and pixel accuracies from per-class counts summed over a split.
 
@@ -183,23 +232,29 @@ def mean_iou_from_stats(intersection: Tensor, union: Tensor, label_area: Tensor 
         label_area: ``[K]`` summed reference areas; needed for the two accuracies (NaN without it).
 
     Returns:
-        ``mean_iou`` (float, mean over classes with a non-zero union), ``per_category_iou``
-        (float64 ``[K]``, NaN where the union is zero), ``overall_accuracy`` (correct / labelled
-        pixels) and ``mean_accuracy`` (mean per-class recall over classes present in the references).
+        ``mean_iou`` (float, mean over classes with a non-zero union), ``mean_accuracy`` (mean
+        per-class recall over classes present in the references), ``overall_accuracy`` (correct /
+        labelled pixels), ``per_category_iou`` (float64 ``[K]``, NaN where the union is zero) and
+        ``per_category_accuracy`` (float64 ``[K]`` recall, NaN where the reference area is zero).
     """
     inter = _as_tensor(intersection, "intersection").double()
     union = _as_tensor(union, "union").double()
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     iou = torch.where(union > 0, inter / union.clamp(min=1), nan)
-    out: dict[str, object] = {"mean_iou": _nanmean(iou), "per_category_iou": iou}
     if label_area is None:
-        out["overall_accuracy"] = out["mean_accuracy"] = float("nan")
+        recall, overall = torch.full_like(iou, float("nan")), float("nan")
     else:
         area = _as_tensor(label_area, "label_area").double()
+        recall = torch.where(area > 0, inter / area.clamp(min=1), nan)
         total = float(area.sum())
-        out["overall_accuracy"] = float(inter.sum()) / total if total > 0 else float("nan")
-        out["mean_accuracy"] = _nanmean(torch.where(area > 0, inter / area.clamp(min=1), nan))
-    return out
+        overall = float(inter.sum()) / total if total > 0 else float("nan")
+    return {
+        "mean_iou": _nanmean(iou),
+        "mean_accuracy": _nanmean(recall),
+        "overall_accuracy": overall,
+        "per_category_iou": iou,
+        "per_category_accuracy": recall,
+    }
 
 
 def _nanmean(x: Tensor) -> float:
@@ -326,8 +381,8 @@ class MeanIoUMeter:
         return self._result()["per_category_iou"]
 
     def compute(self) -> dict[str, float]:
-        """``mean_iou``, ``overall_accuracy`` and ``mean_accuracy`` (see `mean_iou_from_stats`)."""
-        return {k: v for k, v in self._result().items() if k != "per_category_iou"}
+        """``mean_iou``, ``mean_accuracy`` and ``overall_accuracy`` (see `mean_iou_from_stats`)."""
+        return {k: v for k, v in self._result().items() if not k.startswith("per_category")}
 
 
 class DepthMeter:

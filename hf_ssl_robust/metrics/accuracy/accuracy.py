@@ -8,6 +8,16 @@ import evaluate
 
 from hf_ssl_robust.metrics.functional import accuracy_counts
 
+_CITATION = """\
+@misc{kowalczuk2024benchmarking,
+  title         = {Benchmarking Robust Self-Supervised Learning Across Diverse Downstream Tasks},
+  author        = {Kowalczuk, Antoni and Dubi{\\'n}ski, Jan and Ashari Ghomi, Atiyeh and Sui, Yi and Stein, George and Wu, Jiapeng and Cresswell, Jesse C. and Boenisch, Franziska and Dziedzic, Adam},
+  year          = {2024},
+  eprint        = {2407.12588},
+  archivePrefix = {arXiv}
+}
+"""
+
 _DESCRIPTION = "Proportion of samples whose predicted class id equals the reference class id."
 
 _KWARGS_DESCRIPTION = """
@@ -30,8 +40,9 @@ class Accuracy(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation="",
+            citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
+            reference_urls=["https://arxiv.org/abs/2407.12588"],
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
             format="numpy",
         )

@@ -11,6 +11,23 @@ import evaluate
 
 from hf_ssl_robust.metrics.functional import DepthMeter, arrow_maps, iter_chunks
 
+_CITATION = """\
+@misc{kowalczuk2024benchmarking,
+  title         = {Benchmarking Robust Self-Supervised Learning Across Diverse Downstream Tasks},
+  author        = {Kowalczuk, Antoni and Dubi{\\'n}ski, Jan and Ashari Ghomi, Atiyeh and Sui, Yi and Stein, George and Wu, Jiapeng and Cresswell, Jesse C. and Boenisch, Franziska and Dziedzic, Adam},
+  year          = {2024},
+  eprint        = {2407.12588},
+  archivePrefix = {arXiv}
+}
+@inproceedings{eigen2014depth,
+  title     = {Depth Map Prediction from a Single Image using a Multi-Scale Deep Network},
+  author    = {Eigen, David and Puhrsch, Christian and Fergus, Rob},
+  booktitle = {Advances in Neural Information Processing Systems},
+  volume    = {27},
+  year      = {2014}
+}
+"""
+
 _DESCRIPTION = """
 Depth metrics per image over valid reference pixels (min_depth < d <= max_depth), averaged over
 images: rmse (metres), abs_rel, sq_rel, log10, rmse_log, delta1/2/3 (fraction of pixels with
@@ -28,8 +45,8 @@ Returns:
     rmse, abs_rel, sq_rel, log10, rmse_log, delta1, delta2, delta3, num_scored (floats).
 Example:
     >>> metric = hf_ssl_robust.metrics.load_metric("depth")
-    >>> metric.compute(predictions=[[[1.0, 2.0]]], references=[[[1.0, 4.0]]])["rmse"]
-    1.4142135623730951
+    >>> round(metric.compute(predictions=[[[1.0, 2.0]]], references=[[[1.0, 4.0]]])["rmse"], 6)
+    1.414214
 """
 
 
@@ -41,8 +58,9 @@ class Depth(evaluate.Metric):
         depth_map = datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
         info = evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation="",
+            citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
+            reference_urls=["https://arxiv.org/abs/2407.12588", "https://arxiv.org/abs/1406.2283"],
             features=datasets.Features({"predictions": depth_map, "references": depth_map}),
         )
         # Read the cached inputs back as Arrow (zero-copy; see `arrow_maps`). The default (Python
