@@ -25,7 +25,6 @@ import ast
 import importlib.metadata as metadata
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import yaml
@@ -53,11 +52,14 @@ def third_party_imports(files: list[Path]) -> set[str]:
     return {n for n in names if n not in sys.stdlib_module_names and n != PACKAGE}
 
 
-def declared_requirements(pyproject: Path = ROOT / "pyproject.toml") -> set[str]:
-    """Distribution names the package declares: its dependencies and its ``space`` extra."""
-    project = tomllib.loads(pyproject.read_text())["project"]
-    specs = project.get("dependencies", []) + project.get("optional-dependencies", {}).get("space", [])
-    return {Requirement(spec).name for spec in specs}
+def declared_requirements() -> set[str]:
+    """Distribution names the installed package declares: its dependencies and its ``space`` extra."""
+    names = set()
+    for spec in metadata.requires("hf_ssl_robust") or []:
+        req = Requirement(spec)
+        if req.marker is None or req.marker.evaluate({"extra": "space"}):
+            names.add(req.name)
+    return names
 
 
 def pinned_requirements(files: list[Path]) -> list[str]:
