@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attack_suites import build_attack
 from .attacks import make_attack
+from .attacks.objectives import DEFAULT_LOSS
 from .data import get_dataset_spec
 from .encoders import PRESETS, EncoderNotFoundError, bundled_encoders, load_encoder
 from .precision import autocast_for, check_mixed_precision
@@ -398,8 +400,8 @@ class SpaceBackend:
             raise SpaceError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
         t = get_task(task)
         attack = t.task_attack if attack in ("task", "task attack") else attack
-        if attack not in ("embed", t.task_attack):
-            raise SpaceError(f"Attack {attack!r} does not apply to {task}; choose `embed` or `{t.task_attack}`.")
+        if attack not in ("embed", t.task_attack, "apgd"):
+            raise SpaceError(f"Attack {attack!r} does not apply to {task}; choose `embed`, `{t.task_attack}` or `apgd`.")
         try:
             eps_255, steps, size = float(eps_255), int(steps), int(size)
         except (TypeError, ValueError):
@@ -414,7 +416,8 @@ class SpaceBackend:
 
     def run(self, encoder: str, task: str, attack: str, eps_255: float = 8, steps: int = 10, image=None,
             size: int = 128, seed: int = 0, progress: Callable[[float, str], None] = lambda f, s: None) -> AttackOutcome:
-        """Attack one image. `attack` is `embed` or the task's attack (`task` means the latter)."""
+        """Attack one image. `attack` is `embed`, the task's attack (`task` means the latter) or `apgd`
+        (APGD with the task's default loss, as `--attacks apgd` in the benchmark)."""
         encoder, task, attack, eps_255, steps, size = self.validate(encoder, task, attack, eps_255, steps, size)
         arr, notes = read_image(image)
         progress(0.0, "loading model")
@@ -427,8 +430,11 @@ class SpaceBackend:
         t, spec = get_task(task), get_dataset_spec("shapes", task=task)
         truth = self.truths.get(image_key(x))
         eps = eps_255 / 255
-        kwargs = t.attack_kwargs(attack, spec)
-        atk = make_attack(attack, eps=eps, step_size=max(eps / 4, 0.25 / 255), steps=steps, seed=seed, **kwargs)
+        common = dict(eps=eps, step_size=max(eps / 4, 0.25 / 255), steps=steps, seed=seed)
+        if attack == "apgd":  # its own step-size schedule (the step size above is not used)
+            atk = build_attack(f"apgd:{DEFAULT_LOSS[task]}", t, spec, **common)
+        else:
+            atk = make_attack(attack, **common, **t.attack_kwargs(attack, spec))
         start = time.perf_counter()
         with autocast_for(self.mixed_precision, x.device):  # clean, attack and adversarial in one precision
             with torch.no_grad():

@@ -42,7 +42,8 @@ from hf_ssl_robust.tasks import TASKS
 
 log = logging.getLogger("hf_ssl_robust.space")
 ATTACK_LABELS = {"embed": "EmbedAttack (on the encoder)", "pgd": "PGD (on the classifier)",
-                 "segpgd": "SegPGD (on the segmenter)", "depth_pgd": "DepthPGD (on the depth head)"}
+                 "segpgd": "SegPGD (on the segmenter)", "depth_pgd": "DepthPGD (on the depth head)",
+                 "apgd": "APGD (AutoAttack's step sizes, task loss)"}
 # Small images (ShapesWorld is 64 px) are shown enlarged, pixel for pixel.
 CSS = """
 #input_image img, #adv_image img, #perturbation img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
@@ -50,7 +51,7 @@ CSS = """
 INTRO = """# Adversarial robustness of self-supervised encoders
 Pick an encoder, a task and an attack; the image is perturbed by at most ε per pixel (L∞) and the
 clean and adversarial predictions are shown side by side. Heads are linear probes trained on
-ShapesWorld (synthetic scenes); the task attack pushes the prediction away from the clean one
+ShapesWorld (synthetic scenes); the task attack and APGD push the prediction away from the clean one
 (no labels needed; for ShapesWorld examples the numbers also compare with the ground truth). Built on `hf_ssl_robust`, the benchmark of *Benchmarking Robust Self-Supervised Learning Across
 Diverse Downstream Tasks*; the Results tab shows its tables."""
 
@@ -77,9 +78,9 @@ def safe_image(**kwargs) -> gr.Image:
 
 
 def _attack_choices(task: str) -> list[tuple[str, str]]:
-    # Values stay `embed` / `task` for every task (the server checks radio values against the
-    # choices it was built with); the backend maps `task` to PGD, SegPGD or DepthPGD.
-    return [(ATTACK_LABELS["embed"], "embed"), (ATTACK_LABELS[TASKS[task].task_attack], "task")]
+    # Values stay `embed` / `task` / `apgd` for every task (the server checks radio values against
+    # the choices it was built with); the backend maps `task` to PGD, SegPGD or DepthPGD.
+    return [(ATTACK_LABELS["embed"], "embed"), (ATTACK_LABELS[TASKS[task].task_attack], "task"), (ATTACK_LABELS["apgd"], "apgd")]
 
 
 def build_demo(backend: SpaceBackend, results: list[str] = (), concurrency: int = 1) -> gr.Blocks:

@@ -16,7 +16,8 @@ from conftest import make_tiny_backbone
 
 APP = Path(__file__).resolve().parents[1] / "space" / "app.py"
 CASES = [("classification", "pgd"), ("classification", "embed"), ("segmentation", "segpgd"),
-         ("segmentation", "embed"), ("depth", "depth_pgd"), ("depth", "embed")]
+         ("segmentation", "embed"), ("depth", "depth_pgd"), ("depth", "embed"),
+         ("classification", "apgd"), ("segmentation", "apgd"), ("depth", "apgd")]
 TASK_ATTACK = {"pgd", "segpgd", "depth_pgd"}  # the UI sends `task` for these
 
 
@@ -205,6 +206,7 @@ def test_backend_validation(backend):
     assert backend.validate("tiny-enc", "segmentation", "task", 8, 5, 64)[2] == "segpgd"
     with pytest.raises(SpaceError, match="does not apply to depth"):
         backend.validate("tiny-enc", "depth", "pgd", 8, 5, 64)
+    assert backend.validate("tiny-enc", "depth", "apgd", 8, 5, 64)[2] == "apgd"
     assert backend.resolve_encoder("facebook/dinov2-small") == "facebook/dinov2-small"
 
 
