@@ -114,6 +114,14 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
         freeze_encoder(model.encoder)
         return loaded
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the image processor `transformers.pipeline` loads."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            from ..processing import save_image_processor  # processing imports the head configs
+
+            save_image_processor(save_directory, self.config)
+
     # -- frozen encoder -----------------------------------------------------------------------
     def train(self, mode: bool = True):
         """Switch the head's mode; the encoder always stays in eval mode."""
