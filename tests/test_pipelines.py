@@ -6,13 +6,15 @@ the processor's pixels, and those pixels against a plain resize of the photo div
 processor must not normalise: the model does).
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_tiny_backbone, one_thread
 from PIL import Image
-from transformers import AutoModelForImageClassification, pipeline
+from transformers import AutoConfig, AutoModelForImageClassification, pipeline
 
 from hf_ssl_robust.encoders import bundled_encoders, load_encoder, resolve_encoder_name
 from hf_ssl_robust.heads import SSLForDepthEstimation, SSLForImageClassification, SSLForSemanticSegmentation
@@ -136,3 +138,10 @@ def test_old_head_folder__loads_in_our_code_and_gets_a_processor_afterwards(back
         pipeline("image-classification", model=str(tmp_path))
     save_image_processor(tmp_path)
     assert len(pipeline("image-classification", model=str(tmp_path))(photo)) == 3
+
+
+@pytest.mark.parametrize("name", sorted(bundled_encoders()))
+def test_bundled_encoders__processor_file_is_what_the_code_writes(name, tmp_path):
+    folder = bundled_encoders()[name]
+    written = save_image_processor(tmp_path, AutoConfig.from_pretrained(folder))
+    assert json.loads((folder / PROCESSOR_FILE).read_text()) == json.loads(written.read_text())
