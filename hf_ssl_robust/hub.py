@@ -8,8 +8,12 @@ whose YAML header carries the `model-index` (one `EvalResult` per task, dataset,
 rendered from the Jinja templates in `hf_ssl_robust/templates/`.
 
 `write_card` saves the card as `README.md` next to the weights (review it before pushing);
-`push_encoder` / `push_head` write it and upload the folder. `card.validate()` calls the Hub, so
-it only runs inside a push.
+`push_encoder` / `push_head` write it, add the image processor (`preprocessor_config.json`, which
+`transformers.pipeline` needs) to folders saved without one, and upload the folder.
+`card.validate()` calls the Hub, so it only runs inside a push.
+
+Library name in the metadata: encoders are plain `transformers` models (`library_name:
+transformers`); heads load only after `import hf_ssl_robust`, so their cards say `hf-ssl-robust`.
 
 Example:
     >>> write_card("outputs/deacl-dinov2-small", "outputs/bench/results.json", repo_id="me/dinov2-small-deacl")
@@ -32,9 +36,7 @@ from .processing import ensure_image_processor, image_processor_for
 from .results import TASK_TABLES, attack_title, display_name, format_eps, load_records, markdown_tables
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-# Heads load through transformers' Auto classes and pipelines only after `import hf_ssl_robust`, so
-# their cards name this library (the pip name); encoders are plain `transformers` models.
-LIBRARY_NAME = "hf-ssl-robust"
+LIBRARY_NAME = "hf-ssl-robust"  # heads' cards: they load only after `import hf_ssl_robust` (the pip name)
 TAGS = ["self-supervised", "adversarial-robustness", "deacl", "hf-ssl-robust", "vision"]
 HEAD_TAGS = ["self-supervised", "adversarial-robustness", "linear-probe", "hf-ssl-robust", "vision"]
 TASK_TYPES = {"classification": "image-classification", "segmentation": "image-segmentation", "depth": "depth-estimation"}
@@ -495,7 +497,8 @@ def push_encoder(
 ) -> str:
     """Write the encoder's card to `folder/README.md` and upload the folder to `repo_id`.
 
-    Checkpoints, logs and temporary files are not uploaded (`IGNORE_PATTERNS`). With
+    Checkpoints, logs and temporary files are not uploaded (`IGNORE_PATTERNS`); a folder without
+    `preprocessor_config.json` gets one first (`processing.ensure_image_processor`). With
     `overwrite_card=False` an existing README.md (e.g. one edited after `write_card`) is kept;
     `validate_card` has the Hub check the card's metadata first. `card_kwargs` go to
     `render_encoder_card` (`base_model`, `training`, `license`).

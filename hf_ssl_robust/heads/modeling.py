@@ -114,10 +114,13 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
         freeze_encoder(model.encoder)
         return loaded
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the image processor `transformers.pipeline` loads."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the image processor `transformers.pipeline` loads.
+
+        `push_to_hub=True` uploads before the processor is written: publish with `hub.push_head`.
+        """
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
             from ..processing import save_image_processor  # processing imports the head configs
 
             save_image_processor(save_directory, self.config)
