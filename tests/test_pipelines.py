@@ -6,7 +6,10 @@ the processor's pixels, and those pixels against a plain resize of the photo div
 processor must not normalise: the model does).
 """
 
+import importlib.util
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_backbone, one_thread
 from PIL import Image
-from transformers import AutoConfig, AutoModelForImageClassification, pipeline
+from transformers import AutoModelForImageClassification, pipeline
 
 from hf_ssl_robust.encoders import bundled_encoders, load_encoder, resolve_encoder_name
 from hf_ssl_robust.heads import SSLForDepthEstimation, SSLForImageClassification, SSLForSemanticSegmentation
@@ -24,6 +27,7 @@ skimage_data = pytest.importorskip("skimage.data", reason="scikit-image gives th
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
+REPO = Path(__file__).resolve().parents[1]
 SIDE = 32  # the tiny heads' image_size
 NAMES = {0: "background", 1: "cup", 2: "saucer"}
 
@@ -43,6 +47,13 @@ def _plain_pixels(photo: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """The photo resized with PIL's bilinear filter and divided by 255: `[1, 3, H, W]`, no normalisation."""
     resized = np.asarray(photo.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32) / 255
     return torch.from_numpy(resized).permute(2, 0, 1)[None]
+
+
+def _bundle_encoder_script():
+    spec = importlib.util.spec_from_file_location("bundle_encoder", REPO / "scripts" / "bundle_encoder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _processed(pipe, photo) -> torch.Tensor:
@@ -141,7 +152,16 @@ def test_old_head_folder__loads_in_our_code_and_gets_a_processor_afterwards(back
 
 
 @pytest.mark.parametrize("name", sorted(bundled_encoders()))
-def test_bundled_encoders__processor_file_is_what_the_code_writes(name, tmp_path):
+def test_bundled_encoders__card_and_processor_are_what_bundle_encoder_writes(name, tmp_path):
+    """The committed README.md, model_cards/ copy and preprocessor_config.json are the current outputs of
+    scripts/bundle_encoder.py (re-run it after changing a template or the processors)."""
     folder = bundled_encoders()[name]
-    written = save_image_processor(tmp_path, AutoConfig.from_pretrained(folder))
-    assert json.loads((folder / PROCESSOR_FILE).read_text()) == json.loads(written.read_text())
+    source = tmp_path / "source" / name
+    shutil.copytree(folder, source)
+    dest = _bundle_encoder_script().main(
+        [str(source), name, "--results", str(REPO / "docs" / "embedded_default" / "results.json"), "--dest", str(tmp_path / "dest"),
+         "--card_copy", str(tmp_path / "card.md")]
+    )  # fmt: skip
+    assert json.loads((dest / PROCESSOR_FILE).read_text()) == json.loads((folder / PROCESSOR_FILE).read_text())
+    assert (dest / "README.md").read_text() == (folder / "README.md").read_text()
+    assert (tmp_path / "card.md").read_text() == (REPO / "model_cards" / f"{name}.md").read_text()
