@@ -288,8 +288,8 @@ def _run_python_blocks(text: str, folder, cwd, monkeypatch) -> dict:
     """Execute every ```python block of the card's "How to use" section, in order, in one namespace,
     from `cwd` (which holds the `photo.jpg` the snippets open). The card was rendered with
     `repo_id=folder`, so the snippets load the local folder (offline)."""
-    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image gives the sample photo")
     from PIL import Image
+    from skimage import data as skimage_data  # sample photos (the dev extra)
 
     Image.fromarray(skimage_data.coffee()).save(cwd / "photo.jpg")
     monkeypatch.chdir(cwd)

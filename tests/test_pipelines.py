@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_backbone, one_thread
 from PIL import Image
+from skimage import data as skimage_data  # sample photos (the dev extra)
 from transformers import AutoModelForImageClassification, pipeline
 
 from hf_ssl_robust.encoders import bundled_encoders, load_encoder, resolve_encoder_name
 from hf_ssl_robust.heads import SSLForDepthEstimation, SSLForImageClassification, SSLForSemanticSegmentation
 from hf_ssl_robust.processing import PROCESSOR_FILE, save_image_processor
-
-skimage_data = pytest.importorskip("skimage.data", reason="scikit-image gives the sample photos (pip install scikit-image)")
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -34,7 +33,7 @@ NAMES = {0: "background", 1: "cup", 2: "saucer"}
 
 @pytest.fixture(scope="module")
 def photo():
-    """A real 400x600 RGB photo (scikit-image's coffee cup): not square, not a multiple of anything."""
+    """A real 400x600 RGB photo (scikit-image's coffee cup), not square."""
     return Image.fromarray(skimage_data.coffee())
 
 
