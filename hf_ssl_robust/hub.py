@@ -8,8 +8,12 @@ whose YAML header carries the `model-index` (one `EvalResult` per task, dataset,
 rendered from the Jinja templates in `hf_ssl_robust/templates/`.
 
 `write_card` saves the card as `README.md` next to the weights (review it before pushing);
-`push_encoder` / `push_head` write it and upload the folder. `card.validate()` calls the Hub, so
-it only runs inside a push.
+`push_encoder` / `push_head` write it, add the image processor (`preprocessor_config.json`, which
+`transformers.pipeline` needs) to folders saved without one, and upload the folder.
+`card.validate()` calls the Hub, so it only runs inside a push.
+
+Library name in the metadata: encoders are plain `transformers` models (`library_name:
+transformers`); heads load only after `import hf_ssl_robust`, so their cards say `hf-ssl-robust`.
 
 Example:
     >>> write_card("outputs/deacl-dinov2-small", "outputs/bench/results.json", repo_id="me/dinov2-small-deacl")
@@ -28,9 +32,11 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
+from .processing import ensure_image_processor, image_processor_for
 from .results import TASK_TABLES, attack_title, display_name, format_eps, load_records, markdown_tables
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+LIBRARY_NAME = "hf-ssl-robust"  # heads' cards: they load only after `import hf_ssl_robust` (the pip name)
 TAGS = ["self-supervised", "adversarial-robustness", "deacl", "hf-ssl-robust", "vision"]
 HEAD_TAGS = ["self-supervised", "adversarial-robustness", "linear-probe", "hf-ssl-robust", "vision"]
 TASK_TYPES = {"classification": "image-classification", "segmentation": "image-segmentation", "depth": "depth-estimation"}
@@ -224,7 +230,27 @@ def _encoder_facts(folder: Path | None, config: dict | None) -> dict[str, Any]:
         "stages": ", ".join(f"{d} × {w}" for d, w in zip(config["depths"], config["hidden_sizes"])) if config.get("hidden_sizes") else None,
         "stride": _conv_stride(config), "layer_type": config.get("layer_type"),
         "num_parameters": f"{size / 1e6:.2f}M" if size and size >= 1e5 else (f"{size:,}" if size else None),
+        "processor": _processor_facts(config),
     }  # fmt: skip
+
+
+def _processor_facts(config: dict) -> dict[str, Any] | None:
+    """Input side, mean and std of the encoder's image processor (`processing.image_processor_for`),
+    or None when the config is missing or of an unsupported family."""
+    from transformers import AutoConfig
+
+    if not config.get("model_type"):
+        return None
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    try:
+        processor = image_processor_for(AutoConfig.for_model(config["model_type"], **fields))
+    except (ValueError, TypeError):
+        return None
+    return {"side": processor.size.height, "mean": _floats(processor.image_mean), "std": _floats(processor.image_std)}
+
+
+def _floats(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
 def render_encoder_card(
@@ -358,7 +384,7 @@ def render_head_card(
     eval_results = eval_results_from_records(clean + attacked) or None
     base = _hub_id(encoder)
     card_data = ModelCardData(
-        license=license, library_name="transformers", pipeline_tag=TASK_TYPES.get(task), tags=[*HEAD_TAGS, task],
+        license=license, library_name=LIBRARY_NAME, pipeline_tag=TASK_TYPES.get(task), tags=[*HEAD_TAGS, task],
         base_model=base, datasets=_metadata_datasets([dataset], []) or None,
         model_name=model_name if eval_results else None, eval_results=eval_results,
     )  # fmt: skip
@@ -368,6 +394,7 @@ def render_head_card(
         card_data, template_path=str(TEMPLATES_DIR / "head_card.md"),
         model_name=model_name, repo_id=repo_id or "path/to/" + model_name,
         task=task, task_name=TASK_NAMES.get(task, task), auto_class=HEAD_AUTO_CLASSES.get(task, "AutoModel"),
+        pipeline_task=TASK_TYPES.get(task), library_name=LIBRARY_NAME,
         head_class=(config.get("architectures") or [""])[0], encoder=encoder, base_model_id=base,
         encoder_family=FAMILIES.get(enc_cfg.get("model_type"), enc_cfg.get("model_type") or "self-supervised"),
         dataset=dataset, eval_split=info.get("eval_split"), num_labels=len(config.get("id2label") or {}) or None,
@@ -427,6 +454,7 @@ def _push(folder, repo_id, records, private, token, commit_message, overwrite_ca
     if "/" not in repo_id.strip("/"):
         raise ValueError(f"repo_id must be 'user_or_org/name', got {repo_id!r}.")
     write_card(folder, records, repo_id=repo_id, overwrite=overwrite_card, **card_kwargs)
+    ensure_image_processor(folder)  # folders saved before heads wrote one: the cards' pipeline snippets need it
     if _offline():
         raise HubPushError(f"Cannot push to {repo_id!r}: HF_HUB_OFFLINE is set. The card is saved at {folder / 'README.md'}; "
                            f"unset HF_HUB_OFFLINE on a machine with network, then push again. {LOGIN_HINT}")  # fmt: skip
@@ -469,7 +497,8 @@ def push_encoder(
 ) -> str:
     """Write the encoder's card to `folder/README.md` and upload the folder to `repo_id`.
 
-    Checkpoints, logs and temporary files are not uploaded (`IGNORE_PATTERNS`). With
+    Checkpoints, logs and temporary files are not uploaded (`IGNORE_PATTERNS`); a folder without
+    `preprocessor_config.json` gets one first (`processing.ensure_image_processor`). With
     `overwrite_card=False` an existing README.md (e.g. one edited after `write_card`) is kept;
     `validate_card` has the Hub check the card's metadata first. `card_kwargs` go to
     `render_encoder_card` (`base_model`, `training`, `license`).

@@ -6,6 +6,8 @@
 
 Only what loading needs travels (`config.json`, `model.safetensors`) plus how it was made:
 `training_args.json` of `scripts/pretrain_tiny.py` or `deacl_config.json` of `hf-ssl-robust deacl`.
+An image processor (`preprocessor_config.json`, from the config: `hf_ssl_robust.processing`) is
+written next to them, so that `transformers.pipeline("image-feature-extraction", model=folder)` works.
 The card (README.md) is rendered from those files, never typed by
 hand, so every figure in it was measured by the run that made the encoder.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from hf_ssl_robust.encoders import ASSETS_DIR
 from hf_ssl_robust.hub import render_encoder_card
+from hf_ssl_robust.processing import save_image_processor
 
 KEEP = ("config.json", "model.safetensors", "training_args.json", "deacl_config.json")
 # pretrain_tiny.py arguments that only the ViT (DINO) recipe reads: left out of a ResNet card
@@ -43,6 +46,7 @@ def main(argv=None) -> Path:
     for name in KEEP:
         if (src / name).is_file():
             shutil.copy2(src / name, dest / name)
+    save_image_processor(dest)
     if (dest / "deacl_config.json").is_file():  # the teacher was a local folder: name it as bundled, drop local paths
         deacl = json.loads((dest / "deacl_config.json").read_text())
         if Path(str(deacl.get("encoder"))).is_dir():

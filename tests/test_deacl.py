@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel
+from transformers import AutoImageProcessor, AutoModel
 
 import hf_ssl_robust.defenses.deacl as deacl_module
 from hf_ssl_robust.defenses import DeACLConfig, deacl_loss, train_deacl
@@ -127,6 +127,9 @@ def test_train_deacl__student_changes_teacher_frozen_and_saved_folder_loads(tiny
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(encoder(x).cls, backbone(pixel_values=encoder.normalize(x)).last_hidden_state[:, 0])
+    processor = AutoImageProcessor.from_pretrained(out)  # what pipeline("image-feature-extraction", model=out) loads
+    assert processor.do_normalize and processor.size.height == 32
+    torch.testing.assert_close(torch.tensor(processor.image_std), encoder.std.flatten())
     resolved = json.loads((out / "deacl_config.json").read_text())
     assert resolved["total_steps"] == 4 and resolved["image_size"] == 32 and resolved["eps"] == pytest.approx(8 / 255)
     log = read_jsonl(out / "log.jsonl")

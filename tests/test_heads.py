@@ -139,7 +139,7 @@ def test_head__save_load_round_trip_is_self_contained(kind, task, tmp_path, capl
         hf_logging.disable_propagation()
     noisy = ("shared", "newly initialized", "not used", "missing", "unexpected")
     assert not [r.getMessage() for r in caplog.records if any(w in r.getMessage().lower() for w in noisy)]
-    assert sorted(p.name for p in (tmp_path / "head").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "head").iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
 
     state = model.state_dict()
     for loaded in (reloaded, via_auto):

@@ -1,6 +1,8 @@
 """Model cards and Hub pushes, offline: the Hub API is replaced by a recorder; nothing is sent."""
 
 import json
+import re
+import shutil
 import time
 
 import pytest
@@ -11,6 +13,9 @@ from huggingface_hub.errors import LocalTokenNotFoundError
 
 from hf_ssl_robust import hub
 from hf_ssl_robust.defenses.deacl import DeACLConfig
+from hf_ssl_robust.encoders import bundled_encoders
+from hf_ssl_robust.heads import HEADS
+from hf_ssl_robust.processing import PROCESSOR_FILE
 from hf_ssl_robust.results import write_json
 
 REPO = "someone/tiny-deacl"
@@ -174,6 +179,8 @@ def test_render_head_card__from_train_head_folder(head_dir, tmp_path):
     loaded = ModelCard.load(tmp_path / "README.md")
     meta = loaded.data.to_dict()
     assert meta["pipeline_tag"] == "image-classification" and "base_model" not in meta  # local encoder: no Hub link
+    assert meta["library_name"] == "hf-ssl-robust"  # loading needs `import hf_ssl_robust`, not transformers alone
+    assert (head_dir / PROCESSOR_FILE).is_file()  # train_head saves the image processor the pipeline needs
     (result,) = loaded.data.eval_results
     assert result.metric_type == "accuracy" and result.metric_value == pytest.approx(info["metrics"]["accuracy"])
     text = str(card)
@@ -215,8 +222,10 @@ def test_push_encoder__creates_repo_and_uploads_folder(encoder_dir, fake_hub):
 def test_push_encoder__keeps_an_edited_card_when_asked(tmp_path, fake_hub):
     make_tiny_backbone("dinov2").save_pretrained(tmp_path)
     (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# mine\n")
+    assert not (tmp_path / PROCESSOR_FILE).exists()
     hub.push_encoder(tmp_path, REPO, overwrite_card=False, validate_card=False)
     assert (tmp_path / "README.md").read_text().endswith("# mine\n") and fake_hub[1] == []
+    assert (tmp_path / PROCESSOR_FILE).is_file()  # added before the upload, for the card's pipeline snippet
 
 
 def test_push_head__uploads_head_card(head_dir, encoder_dir, fake_hub):
@@ -272,3 +281,49 @@ def test_cli_push__dry_run_writes_card_and_offline_push_is_clear(tmp_path, capsy
     assert "README.md" in capsys.readouterr().out and "me/tiny" in (folder / "README.md").read_text()
     assert cli_main(["push", str(folder), "me/tiny"]) == 2  # HF_HUB_OFFLINE=1 in tests
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+# --- the cards' code runs ---------------------------------------------------------------------------
+def _run_python_blocks(text: str, folder, cwd, monkeypatch) -> dict:
+    """Execute every ```python block of the card's "How to use" section, in order, in one namespace,
+    from `cwd` (which holds the `photo.jpg` the snippets open). The card was rendered with
+    `repo_id=folder`, so the snippets load the local folder (offline)."""
+    from PIL import Image
+    from skimage import data as skimage_data  # sample photos (the dev extra)
+
+    Image.fromarray(skimage_data.coffee()).save(cwd / "photo.jpg")
+    monkeypatch.chdir(cwd)
+    section = text.split("## How to use")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 2 and all(str(folder) in b for b in blocks)
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"card-snippet-{i}", "exec"), namespace)  # noqa: S102  (our own rendered card)
+    return namespace
+
+
+@pytest.mark.parametrize("task", sorted(HEADS))
+def test_head_card__snippets_run_on_the_saved_folder(task, tmp_path, monkeypatch):
+    folder = tmp_path / f"tiny-{task}"
+    kwargs = {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}} if task != "depth" else {}
+    HEADS[task].from_encoder(make_tiny_backbone("dinov2"), image_size=32, **kwargs).save_pretrained(folder)
+    metric = {"classification": "accuracy", "segmentation": "mean_iou", "depth": "rmse"}[task]
+    write_json(folder / "train_metrics.json", {"task": task, "dataset": "shapes", "metrics": {metric: 0.5, "num_samples": 8}})
+    text = str(hub.render_head_card(folder, repo_id=str(folder)))
+    ns = _run_python_blocks(text, folder, tmp_path, monkeypatch)
+    if task == "classification":
+        assert {p["label"] for p in ns["predictions"]} == {"a", "b", "c"} and ns["label"].shape == (1,)
+    elif task == "segmentation":
+        assert all(s["mask"].size == (600, 400) for s in ns["segments"]) and ns["mask"].shape == (1, 32, 32)
+    else:
+        assert ns["depth"].shape == (1, 32, 32) and ns["result"]["predicted_depth"].shape == (400, 600)
+
+
+def test_encoder_card__snippets_run_on_the_bundled_encoder(tmp_path, monkeypatch):
+    folder = tmp_path / "shapes-resnet-tiny"
+    shutil.copytree(bundled_encoders()["shapes-resnet-tiny"], folder)
+    text = str(hub.render_encoder_card(folder, repo_id=str(folder)))
+    assert "resizes images to\n64×64" in text and "mean (0.485, 0.456, 0.406)" in text
+    ns = _run_python_blocks(text, folder, tmp_path, monkeypatch)
+    assert ns["features"].shape == (1, 128, 8, 8) and ns["cls_token"].shape == (1, 128)
+    assert ns["adv"].shape == (2, 3, 64, 64)

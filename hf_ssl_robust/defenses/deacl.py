@@ -47,6 +47,7 @@ from torch import Tensor
 
 from ..attacks import EmbedAttack, make_attack
 from ..encoders import PixelEncoder, load_encoder
+from ..processing import save_image_processor
 from ..precision import check_mixed_precision, make_accelerator, resolve_precision
 from ..results import parse_eps
 
@@ -474,6 +475,7 @@ def train_deacl(
     accelerator.wait_for_everyone()
     if stop == total and accelerator.is_main_process:
         raw_student.save_pretrained(out_dir)
+        save_image_processor(out_dir)  # for transformers.pipeline("image-feature-extraction", model=out_dir)
     accelerator.wait_for_everyone()
     return out_dir
 

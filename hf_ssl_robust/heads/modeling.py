@@ -114,6 +114,17 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
         freeze_encoder(model.encoder)
         return loaded
 
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the image processor `transformers.pipeline` loads.
+
+        `push_to_hub=True` uploads before the processor is written: publish with `hub.push_head`.
+        """
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            from ..processing import save_image_processor  # processing imports the head configs
+
+            save_image_processor(save_directory, self.config)
+
     # -- frozen encoder -----------------------------------------------------------------------
     def train(self, mode: bool = True):
         """Switch the head's mode; the encoder always stays in eval mode."""
