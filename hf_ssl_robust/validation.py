@@ -81,9 +81,10 @@ def describe_encoder(name: str) -> EncoderInfo:
                 f"save_pretrained, a preset ({', '.join(sorted(_presets()))}) or download it once."
             ) from None
     model_type = config.get("model_type", "")
+    family = encoder_family(config)  # None: a family with no row in the sizes table (its own sizes)
+    config = config.get("vision_config") or config  # a full image-text checkpoint (CLIP, SigLIP): its vision tower
     patch = config.get("patch_size")
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    family = encoder_family(model_type)  # None: a family with no row in the sizes table (its own sizes)
     return EncoderInfo(name, resolved, model_type, family, patch, config.get("hidden_size"), source)
 
 
