@@ -285,7 +285,7 @@ def load_encoder(
 
     name = str(name_or_path)
     resolved = resolve_encoder_name(name)
-    preset = PRESETS.get(name) or next((p for p in PRESETS.values() if p == resolved), None)  # by name or Hub id
+    preset = PRESETS.get(name) or next((p for p in PRESETS.values() if p in (name, resolved)), None)  # or its Hub id
     mean, std = mean or getattr(preset, "mean", None), std or getattr(preset, "std", None)
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     if not Path(resolved).exists() and not hub_offline():
@@ -329,7 +329,8 @@ def _load_error(name: str, resolved: str, err: Exception) -> EncoderNotFoundErro
     """The error to raise for a failed config or weights load: gated-repo access, or not found."""
     if _is_access_denied(err):
         return GatedEncoderError(
-            f"Could not load encoder {name!r}: the Hub repo {resolved!r} is gated and this machine has no access to it.\n"
+            f"Could not load encoder {name!r}: the Hub refused access to {resolved!r} (a gated repo, such as DINOv3's, "
+            "needs its licence accepted and a login).\n"
             f"Fix: accept its licence on https://huggingface.co/{resolved} (logged in to the Hub), then log in here "
             "with `hf auth login` or set HF_TOKEN to a token of that account, and run again."
         )
@@ -337,14 +338,20 @@ def _load_error(name: str, resolved: str, err: Exception) -> EncoderNotFoundErro
 
 
 def _is_access_denied(err: BaseException | None) -> bool:
-    """True if a gated-repo error (or an HTTP 401/403) is anywhere in the exception chain."""
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+    """True if a gated-repo error (or another HTTP 401/403) is anywhere in the exception chain.
+
+    A missing or private repo also answers 401 without a token, but as `RepositoryNotFoundError`:
+    that stays a not-found error.
+    """
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         if isinstance(err, GatedRepoError):
             return True
+        if isinstance(err, RepositoryNotFoundError):
+            return False
         if isinstance(err, HfHubHTTPError) and getattr(err.response, "status_code", None) in (401, 403):
             return True
         err = err.__cause__ or err.__context__
