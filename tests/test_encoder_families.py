@@ -24,9 +24,11 @@ from transformers import (
 )
 
 from hf_ssl_robust.attacks import make_attack
+from hf_ssl_robust.data import get_dataset_spec
 from hf_ssl_robust.defenses import DeACLConfig, train_deacl
 from hf_ssl_robust.encoders import FAMILIES, PixelEncoder, centre_pad, get_family, load_encoder
 from hf_ssl_robust.heads import HEADS
+from hf_ssl_robust.sizes import FAMILY_OF_MODEL_TYPE, InputSize, encoder_family, resolve_input_size
 
 # one tiny maker per registered model type: (kind for make_tiny_backbone, patch size asked for)
 FAMILY_CASES = {
@@ -212,6 +214,31 @@ def test_family_contract__deacl_two_steps_saves_an_automodel_backbone(model_type
     assert twin.family is teacher.family
     assert any(not torch.equal(a, b) for a, b in zip(twin.state_dict().values(), teacher.state_dict().values()))
     assert json.loads((out / "deacl_config.json").read_text())["total_steps"] == 2
+
+
+# --- default input sizes (sizes.py) -----------------------------------------------------------------
+def test_every_family_but_resnet_has_paper_style_sizes():
+    assert set(FAMILIES) - {"resnet"} == set(FAMILY_OF_MODEL_TYPE)  # ResNet (embedded default): the data's size
+
+
+@pytest.mark.parametrize("model_type,family", [
+    ("clip_vision_model", "clip@32"), ("clip", "clip@32"), ("siglip_vision_model", "siglip@32"), ("siglip", "siglip@32"),
+    ("dinov3_vit", "dinov3"), ("dinov3_convnext", "dinov3"), ("dinov2", "dinov2"), ("resnet", None),
+])
+def test_encoder_family__fixed_resolution_families_use_their_checkpoint_size(model_type, family, family_paths):
+    config = AutoConfig.from_pretrained(family_paths[model_type])  # a full CLIP/SigLIP: its vision tower's size
+    assert encoder_family(config) == encoder_family(config.to_dict()) == family
+    assert encoder_family(model_type) == ((family or "").partition("@")[0] or None)  # a bare type: no size
+
+
+def test_resolve_input_size__new_family_rows():
+    city, ade, cifar, nyu = (get_dataset_spec(n) for n in ("cityscapes", "ade20k", "cifar10", "nyu_depth_v2"))
+    assert resolve_input_size("dinov3", city) == InputSize((512, 1024), 512, 341, 512)  # DINOv3's own 512 / 341
+    assert resolve_input_size("dinov3", cifar) == InputSize(512)
+    assert resolve_input_size("clip@224", ade) == InputSize(224, 224, 100, 224)  # the paper's stride at 224
+    assert resolve_input_size("siglip@384", cifar) == InputSize(384)
+    assert resolve_input_size("siglip@384", nyu) == InputSize((480, 640), crop=(480, 640))
+    assert resolve_input_size("clip", cifar) == InputSize(cifar.image_size)  # size unknown: the data's own
 
 
 # --- refusals -------------------------------------------------------------------------------------
