@@ -44,25 +44,21 @@ from .families import (  # noqa: F401  (re-exported: the registry's public home 
 from .precision import keep_pixel_layer_fp32
 
 # Short names for the encoders of the paper and of the families added since, with the constants
-# `load_encoder` applies for them. A `Preset` is its Hub id (a `str`) plus optional mean/std that
-# override the family's. Bundled tiny encoders add themselves to BUNDLED (name -> folder) once they exist.
+# `load_encoder` applies for them (`ENCODER_PRESETS`); `PRESETS` is the plain name -> Hub id view.
+# Bundled tiny encoders add themselves to BUNDLED (name -> folder) once they exist.
 
 
-class Preset(str):
-    """A Hub id (the string itself) with the normalisation to use for it when it differs from its family's.
+@dataclass(frozen=True)
+class Preset:
+    """A named checkpoint and the normalisation to use for it when it differs from its family's.
 
     Example:
         >>> Preset("facebook/dinov3-vitl16-pretrain-sat493m", mean=SAT_MEAN, std=SAT_STD)
     """
 
-    mean: tuple[float, float, float] | None
-    std: tuple[float, float, float] | None
-
-    def __new__(cls, hub_id: str, mean: tuple[float, float, float] | None = None,
-                std: tuple[float, float, float] | None = None):
-        preset = super().__new__(cls, hub_id)
-        preset.mean, preset.std = mean, std
-        return preset
+    hub_id: str
+    mean: tuple[float, float, float] | None = None  # None: the family's
+    std: tuple[float, float, float] | None = None
 
 
 # DINOv3's satellite (SAT-493M) checkpoints were trained with their own constants (the DINOv3 README's
@@ -70,7 +66,7 @@ class Preset(str):
 SAT_MEAN = (0.430, 0.411, 0.296)
 SAT_STD = (0.213, 0.156, 0.143)
 
-PRESETS: dict[str, Preset] = {
+ENCODER_PRESETS: dict[str, Preset] = {
     "dinov2-small": Preset("facebook/dinov2-small"),
     "dinov2-base": Preset("facebook/dinov2-base"),
     "dinov2-large": Preset("facebook/dinov2-large"),
@@ -90,6 +86,7 @@ PRESETS: dict[str, Preset] = {
     "clip-vitl14-fare2": Preset("LEAF-CLIP/CLIP-ViT-L-FARE2", mean=CLIP_MEAN, std=CLIP_STD),
     "siglip-base16-224": Preset("google/siglip-base-patch16-224", mean=SIGLIP_MEAN, std=SIGLIP_STD),
 }
+PRESETS: dict[str, str] = {name: preset.hub_id for name, preset in ENCODER_PRESETS.items()}
 ASSETS_DIR = Path(__file__).parent / "assets"
 
 
@@ -285,7 +282,7 @@ def load_encoder(
 
     name = str(name_or_path)
     resolved = resolve_encoder_name(name)
-    preset = PRESETS.get(name) or next((p for p in PRESETS.values() if p in (name, resolved)), None)  # or its Hub id
+    preset = ENCODER_PRESETS.get(name) or next((p for p in ENCODER_PRESETS.values() if p.hub_id in (name, resolved)), None)
     mean, std = mean or getattr(preset, "mean", None), std or getattr(preset, "std", None)
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     if not Path(resolved).exists() and not hub_offline():

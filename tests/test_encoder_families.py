@@ -47,6 +47,9 @@ CONSTANTS = {"clip_vision_model": ((0.48145466, 0.4578275, 0.40821073), (0.26862
              "siglip_vision_model": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 CONSTANTS |= {"clip": CONSTANTS["clip_vision_model"], "siglip": CONSTANTS["siglip_vision_model"]}
 PADDED = {"resnet": 8, "dinov3_convnext": 8}  # conv families: centre-padded to their total stride
+PIXEL_LAYERS = {"vit": "embeddings.patch_embeddings.projection", "dinov2": "embeddings.patch_embeddings.projection",
+                "dinov2_with_registers": "embeddings.patch_embeddings.projection", "resnet": "embedder.embedder.convolution",
+                "dinov3_vit": "embeddings.patch_embeddings", "dinov3_convnext": "model.stages.0.downsample_layers.0"}
 AUTO_HEADS = {"classification": AutoModelForImageClassification, "segmentation": AutoModelForSemanticSegmentation,
               "depth": AutoModelForDepthEstimation}
 HEAD_KWARGS = {"classification": dict(num_labels=5), "segmentation": dict(num_labels=4), "depth": {}}
@@ -155,7 +158,8 @@ def test_family_contract__tokens_equal_the_raw_backbone(model_type, size, family
 @pytest.mark.parametrize("model_type", sorted(FAMILY_CASES))
 def test_family_contract__gradient_reaches_the_pixels(model_type, family_paths):
     encoder = load_encoder(str(family_paths[model_type]))
-    assert encoder.pixel_layer is not None  # the layer kept in fp32 under autocast
+    # the layer kept in fp32 under autocast is the one that sees the pixels: patch embedding or stem
+    assert encoder.pixel_layer == PIXEL_LAYERS.get(model_type, "embeddings.patch_embedding")
     x = torch.rand(2, 3, 24, 40, requires_grad=True)
     out = encoder(x)
     # random projections, not plain sums: a sum over LayerNorm outputs is constant in x (see test_encoders)

@@ -9,6 +9,7 @@ from transformers import AutoModel
 from hf_ssl_robust.encoders import (
     CLIP_MEAN,
     CLIP_STD,
+    ENCODER_PRESETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRESETS,
@@ -130,8 +131,8 @@ def test_presets__map_to_hub_ids():
     ("siglip-base16-224", "google/siglip-base-patch16-224", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 ])
 def test_presets__carry_their_checkpoints_constants(name, hub_id, mean, std):
-    preset = PRESETS[name]
-    assert resolve_encoder_name(name) == preset == hub_id and isinstance(preset, str)
+    preset = ENCODER_PRESETS[name]
+    assert resolve_encoder_name(name) == preset.hub_id == PRESETS[name] == hub_id and type(PRESETS[name]) is str
     assert (preset.mean, preset.std) == (mean, std)
 
 
