@@ -172,6 +172,11 @@ class PixelEncoder(nn.Module):
     ):
         super().__init__()
         self.family = get_family(backbone.config)
+        if self.family.backbone_config(backbone.config) is not backbone.config:
+            raise ValueError(
+                f"{type(backbone).__name__} is a full image-text model: pass its vision tower (`model.vision_model`), "
+                "or the checkpoint's folder / Hub id to `load_encoder`, which loads the vision tower alone."
+            )
         self.backbone = backbone
         self.pre_norm = pre_norm
         self.pixel_layer = keep_pixel_layer_fp32(backbone)  # its name in the backbone

@@ -265,6 +265,14 @@ def test_unknown_family_is_refused_with_the_supported_list(tmp_path):
         PixelEncoder(BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)))
 
 
+@pytest.mark.parametrize("kind", ["clip_full", "siglip_full"])
+def test_a_built_image_text_model_asks_for_its_vision_tower(kind):
+    model = make_tiny_backbone(kind)
+    with pytest.raises(ValueError, match=r"full image-text model: pass its vision tower \(`model.vision_model`\)"):
+        load_encoder(model)
+    assert load_encoder(model.vision_model).family is get_family(model.config)
+
+
 def test_siglip_without_its_pooling_head_is_refused(family_paths, tmp_path):
     config = AutoConfig.from_pretrained(family_paths["siglip_vision_model"])
     config.vision_use_head = False
