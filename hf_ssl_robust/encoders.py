@@ -130,7 +130,7 @@ class EncoderOutput(ModelOutput):
     """Tokens of a `PixelEncoder`.
 
     Attributes:
-        cls: `[B, D]` CLS token.
+        cls: `[B, D]` global token: CLS after the final norm, or the family's pooled token (see `families.py`).
         patches: `[B, h*w, D]` patch tokens in row-major grid order (register tokens dropped).
         grid: `(h, w)` patch grid.
     """
