@@ -208,7 +208,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
                            track_best=cfg.track_best, seed=cfg.seed, progressive=cfg.progressive)
         for name in get_task(key["task"]).attacks(cfg.attacks)  # the order asked for (the key's list is sorted)
     }
-    image_size = resolve_input_size(encoder_family(model.encoder.config.model_type), spec, cfg.image_size).size
+    image_size = resolve_input_size(encoder_family(model.encoder.config), spec, cfg.image_size).size
     dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dirs.get(spec.name), image_size=image_size)
     if cfg.max_eval_samples is not None and len(dataset) > cfg.max_eval_samples:
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_eval_samples]

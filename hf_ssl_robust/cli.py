@@ -124,7 +124,7 @@ def info_main(argv: list[str] | None = None) -> int:
 
     print("Encoder presets:")
     for name, hub_id in sorted(PRESETS.items()):
-        print(f"  {name:<20} {hub_id}")
+        print(f"  {name:<22} {hub_id}")
     bundled = bundled_encoders()
     print("Bundled encoders:" + ("" if bundled else " (none)"))
     for name, path in bundled.items():

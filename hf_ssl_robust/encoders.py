@@ -1,11 +1,12 @@
 """Self-supervised vision encoders that take [0, 1] pixels.
 
-`load_encoder` wraps a `transformers` backbone of a registered **family** (`FAMILIES`: ViT-style
-models with a CLS token, i.e. DINO v1 `ViTModel`, DINOv2 `Dinov2Model` and DINOv2 with registers;
-and `ResNetModel`, DINO's convolutional family) into a `PixelEncoder`: images go in as float
-tensors `[B, 3, H, W]` in [0, 1], normalisation happens inside, and the output carries the global
-token (CLS after the final layer norm, or the pooled feature) and the patch tokens (register
-tokens dropped; a conv net's last feature map in row-major order). Attacks never see mean/std.
+`load_encoder` wraps a `transformers` backbone of a registered **family** (`FAMILIES`, defined in
+`families.py`: DINO v1 `ViTModel`, DINOv2 (+ registers), DINOv3 ViT and ConvNeXt, ResNet, CLIP and
+SigLIP vision towers) into a `PixelEncoder`: images go in as float tensors `[B, 3, H, W]` in [0, 1],
+normalisation happens inside, and the output carries the global token (CLS after the final norm, or
+the family's pooled token) and the patch tokens (register tokens dropped; a conv net's last feature
+map in row-major order). Attacks never see mean/std. `PRESETS` name the paper's encoders and
+today's common ones (DINOv3, CLIP, a robust CLIP, SigLIP) with their constants.
 
 Example:
     >>> encoder = load_encoder("dinov2-small")          # preset name, Hub id or local folder
@@ -24,124 +25,73 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import unquote, urlparse
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel, ViTModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .families import (  # noqa: F401  (re-exported: the registry's public home is `encoders`)
+    CLIP_MEAN,
+    CLIP_STD,
+    FAMILIES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    Family,
+    get_family,
+    register_family,
+)
 from .precision import keep_pixel_layer_fp32
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Short names for the encoders of the paper (and a registers variant). Bundled tiny encoders add
-# themselves to BUNDLED (name -> folder inside the package) once they exist.
-PRESETS: dict[str, str] = {
-    "dinov2-small": "facebook/dinov2-small",
-    "dinov2-base": "facebook/dinov2-base",
-    "dinov2-large": "facebook/dinov2-large",
-    "dinov2-small-reg": "facebook/dinov2-with-registers-small",
-    "dino-vits16": "facebook/dino-vits16",
-    "dino-vitb16": "facebook/dino-vitb16",
-}
-ASSETS_DIR = Path(__file__).parent / "assets"
+# Short names for the encoders of the paper and of the families added since, with the constants
+# `load_encoder` applies for them (`ENCODER_PRESETS`); `PRESETS` is the plain name -> Hub id view.
+# Bundled tiny encoders add themselves to BUNDLED (name -> folder) once they exist.
 
 
-# --- backbone families ------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Family:
-    """How one backbone family becomes a `PixelEncoder`.
+class Preset:
+    """A named checkpoint and the normalisation to use for it when it differs from its family's.
 
-    Attributes:
-        name: what error messages call it.
-        model_types: the `config.model_type` values it covers.
-        hidden_size, stride: `config -> int`; the token width and the pixel stride of one patch token.
-        tokens: `(backbone, normalised pixels, pre_norm) -> (global [B, D], patches [B, h*w, D], (h, w))`.
-        pad: pad inputs (centred, with the mean) to a multiple of the stride before encoding, as
-            the heads do (a conv net sees every pixel); otherwise partial patches are floored away.
-        paper_image_size: the input resolution the paper uses for this family.
-        mean, std: its normalisation (never read from a processor config).
-        load_kwargs: extra `from_pretrained` / `from_config` arguments.
+    Example:
+        >>> Preset("facebook/dinov3-vitl16-pretrain-sat493m", mean=SAT_MEAN, std=SAT_STD)
     """
 
-    name: str
-    model_types: tuple[str, ...]
-    hidden_size: Callable
-    stride: Callable
-    tokens: Callable
-    pad: bool
-    paper_image_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    load_kwargs: Callable = lambda config: {}  # noqa: E731
+    hub_id: str
+    mean: tuple[float, float, float] | None = None  # None: the family's
+    std: tuple[float, float, float] | None = None
 
 
-def _vit_tokens(backbone, pixels: Tensor, pre_norm: bool):
-    kwargs = {"output_hidden_states": True} if pre_norm else {}
-    if backbone.config.model_type == "vit":  # DINOv2 always interpolates; ViT needs the flag
-        kwargs["interpolate_pos_encoding"] = True
-    out = backbone(pixel_values=pixels, **kwargs)
-    tokens = out.hidden_states[-1] if pre_norm else out.last_hidden_state  # [B, 1+R+h*w, D]
-    registers = int(getattr(backbone.config, "num_register_tokens", 0) or 0)
-    p = _vit_patch(backbone.config)
-    return tokens[:, 0], tokens[:, 1 + registers :], (pixels.shape[-2] // p, pixels.shape[-1] // p)
+# DINOv3's satellite (SAT-493M) checkpoints were trained with their own constants (the DINOv3 README's
+# transform for them); its web (LVD-1689M) checkpoints use ImageNet's.
+SAT_MEAN = (0.430, 0.411, 0.296)
+SAT_STD = (0.213, 0.156, 0.143)
 
-
-def _vit_patch(config) -> int:
-    p = config.patch_size
-    return p[0] if isinstance(p, (tuple, list)) else p
-
-
-def _resnet_tokens(backbone, pixels: Tensor, pre_norm: bool):
-    # No final norm in a ResNet: its pre-norm tokens are its tokens.
-    out = backbone(pixel_values=pixels)
-    fmap = out.last_hidden_state  # [B, D, h, w]
-    return out.pooler_output.flatten(1), fmap.flatten(2).transpose(1, 2), tuple(fmap.shape[-2:])
-
-
-def _resnet_stride(config) -> int:
-    # stem: stride-2 conv + stride-2 max pool; every stage after the first halves the map again
-    return 4 * 2 ** (len(config.depths) - 1) * (2 if config.downsample_in_first_stage else 1)
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register_family(family: Family) -> Family:
-    """Add a family to the registry (one entry per `model_type`)."""
-    for model_type in family.model_types:
-        FAMILIES[model_type] = family
-    return family
-
-
-register_family(Family(
-    "ViT with a CLS token (DINO v1 ViTModel, DINOv2, DINOv2 with registers)", ("vit", "dinov2", "dinov2_with_registers"),
-    hidden_size=lambda c: c.hidden_size, stride=_vit_patch, tokens=_vit_tokens, pad=False, paper_image_size=518,
-    # DINO v1 checkpoints were converted without a pooler; the default one is random.
-    load_kwargs=lambda c: {"add_pooling_layer": False} if c.model_type == "vit" else {},
-))
-register_family(Family(
-    "ResNet (ResNetModel: pooled feature + last feature map)", ("resnet",),
-    hidden_size=lambda c: c.hidden_sizes[-1], stride=_resnet_stride, tokens=_resnet_tokens, pad=True, paper_image_size=224,
-))
-# Input resolution the paper uses for each family (224 for DINO v1, 518 for DINOv2).
-PAPER_IMAGE_SIZE = {t: f.paper_image_size for t, f in FAMILIES.items()} | {"vit": 224}
-
-
-def get_family(config) -> Family:
-    """The family of a backbone config; a clear error listing the supported ones otherwise."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
-        names = "; ".join(sorted({f"{f.name} [{', '.join(f.model_types)}]" for f in FAMILIES.values()}))
-        raise ValueError(
-            f"Unsupported encoder family {model_type!r} ({type(config).__name__}). load_encoder supports: {names}. "
-            "Pick a checkpoint of one of these, or register a new family with `register_family`."
-        )
-    return FAMILIES[model_type]
+ENCODER_PRESETS: dict[str, Preset] = {
+    "dinov2-small": Preset("facebook/dinov2-small"),
+    "dinov2-base": Preset("facebook/dinov2-base"),
+    "dinov2-large": Preset("facebook/dinov2-large"),
+    "dinov2-small-reg": Preset("facebook/dinov2-with-registers-small"),
+    "dino-vits16": Preset("facebook/dino-vits16"),
+    "dino-vitb16": Preset("facebook/dino-vitb16"),
+    # DINOv3 (gated on the Hub: accept the licence on the model page, then log in)
+    "dinov3-vits16": Preset("facebook/dinov3-vits16-pretrain-lvd1689m"),
+    "dinov3-vitb16": Preset("facebook/dinov3-vitb16-pretrain-lvd1689m"),
+    "dinov3-vitl16": Preset("facebook/dinov3-vitl16-pretrain-lvd1689m"),
+    "dinov3-convnext-tiny": Preset("facebook/dinov3-convnext-tiny-pretrain-lvd1689m"),
+    "dinov3-convnext-small": Preset("facebook/dinov3-convnext-small-pretrain-lvd1689m"),
+    "dinov3-vitl16-sat": Preset("facebook/dinov3-vitl16-pretrain-sat493m", mean=SAT_MEAN, std=SAT_STD),
+    # CLIP, and a robust CLIP fine-tuned from it (FARE, Schlarmann et al. 2024): OpenAI CLIP's constants
+    "clip-vitb16": Preset("openai/clip-vit-base-patch16", mean=CLIP_MEAN, std=CLIP_STD),
+    "clip-vitl14": Preset("openai/clip-vit-large-patch14", mean=CLIP_MEAN, std=CLIP_STD),
+    "clip-vitl14-fare2": Preset("LEAF-CLIP/CLIP-ViT-L-FARE2", mean=CLIP_MEAN, std=CLIP_STD),
+    "siglip-base16-224": Preset("google/siglip-base-patch16-224", mean=SIGLIP_MEAN, std=SIGLIP_STD),
+}
+PRESETS: dict[str, str] = {name: preset.hub_id for name, preset in ENCODER_PRESETS.items()}
+ASSETS_DIR = Path(__file__).parent / "assets"
 
 
 def centre_pad(pixels: Tensor, multiple: int, fill: Tensor | None = None) -> tuple[Tensor, tuple[int, int, int, int]]:
@@ -175,12 +125,16 @@ class EncoderNotFoundError(OSError):
     """An encoder name that is neither a local folder, a cached Hub model nor downloadable."""
 
 
+class GatedEncoderError(EncoderNotFoundError):
+    """A gated Hub repo (e.g. DINOv3) whose licence this account has not accepted, or no token is set."""
+
+
 @dataclass
 class EncoderOutput(ModelOutput):
     """Tokens of a `PixelEncoder`.
 
     Attributes:
-        cls: `[B, D]` CLS token.
+        cls: `[B, D]` global token: CLS after the final norm, or the family's pooled token (see `families.py`).
         patches: `[B, h*w, D]` patch tokens in row-major grid order (register tokens dropped).
         grid: `(h, w)` patch grid.
     """
@@ -200,10 +154,11 @@ class PixelEncoder(nn.Module):
 
     Args:
         backbone: a `transformers` vision model of one of `FAMILIES` (ViTModel, Dinov2Model,
-            Dinov2WithRegistersModel, ResNetModel).
-        mean, std: per-channel normalisation applied inside `forward` (default: the family's, i.e.
-            ImageNet; the processor configs of some Hub checkpoints have been wrong, so they are
-            not trusted).
+            Dinov2WithRegistersModel, DINOv3ViTModel, DINOv3ConvNextModel, ResNetModel,
+            CLIPVisionModel, SiglipVisionModel).
+        mean, std: per-channel normalisation applied inside `forward` (default: the family's,
+            ImageNet, CLIP's or SigLIP's; the processor configs of some Hub checkpoints have been
+            wrong, so they are not trusted).
         pre_norm: return the tokens *before* the final layer norm by default (the depth head of
             the paper reads those; a family without a final norm returns its tokens). Can be
             overridden per call.
@@ -221,6 +176,11 @@ class PixelEncoder(nn.Module):
     ):
         super().__init__()
         self.family = get_family(backbone.config)
+        if self.family.backbone_config(backbone.config) is not backbone.config:
+            raise ValueError(
+                f"{type(backbone).__name__} is a full image-text model: pass its vision tower (`model.vision_model`), "
+                "or the checkpoint's folder / Hub id to `load_encoder`, which loads the vision tower alone."
+            )
         self.backbone = backbone
         self.pre_norm = pre_norm
         self.pixel_layer = keep_pixel_layer_fp32(backbone)  # its name in the backbone
@@ -312,13 +272,13 @@ def load_encoder(
     """Load an encoder that takes [0, 1] pixels.
 
     Args:
-        name_or_path: a preset (`dinov2-small`, `dino-vitb16`, ...; see `PRESETS`), a bundled
+        name_or_path: a preset (`dinov2-small`, `dinov3-vitb16`, `clip-vitb16`, ...; see `PRESETS`), a bundled
             tiny encoder, a Hub id, a local folder written by `save_pretrained`, or an already
             built module (`PixelEncoder` is returned as-is, a `transformers` backbone is wrapped).
         revision: Hub revision.
         trust_remote_code: allow custom modelling code from the Hub (off unless asked for).
         pre_norm: default to the last block's tokens before the final layer norm.
-        mean, std: normalisation applied inside the encoder (default: the family's).
+        mean, std: normalisation applied inside the encoder (default: the preset's, else the family's).
         dtype: parameter dtype (default: float32).
 
     Returns:
@@ -331,6 +291,8 @@ def load_encoder(
 
     name = str(name_or_path)
     resolved = resolve_encoder_name(name)
+    preset = ENCODER_PRESETS.get(name) or next((p for p in ENCODER_PRESETS.values() if p.hub_id in (name, resolved)), None)
+    mean, std = mean or getattr(preset, "mean", None), std or getattr(preset, "std", None)
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     if not Path(resolved).exists() and not hub_offline():
         # Without this, an unreachable Hub costs ~30 s of retries per call before failing.
@@ -339,16 +301,16 @@ def load_encoder(
     try:
         config = AutoConfig.from_pretrained(resolved, **kwargs)
     except (OSError, ValueError) as err:
-        raise _not_found_error(name, resolved, err) from err
+        raise _load_error(name, resolved, err) from err
     family = get_family(config)  # an unsupported family is refused before any weights load
+    config = family.backbone_config(config)  # e.g. a full CLIPModel checkpoint: its vision tower only
     try:
         model_kwargs = dict(kwargs, config=config, use_safetensors=True, **family.load_kwargs(config))
         if dtype is not None:
             model_kwargs["dtype"] = dtype
-        model_class = ViTModel if config.model_type == "vit" else AutoModel
-        backbone = model_class.from_pretrained(resolved, **model_kwargs)
+        backbone = AutoModel.from_pretrained(resolved, **model_kwargs)
     except (OSError, ValueError) as err:
-        raise _not_found_error(name, resolved, err) from err
+        raise _load_error(name, resolved, err) from err
     return PixelEncoder(backbone, mean=mean, std=std, pre_norm=pre_norm).eval()
 
 
@@ -408,6 +370,39 @@ def _proxy_tunnel_opens(via, host: str, port: int, deadline: float) -> bool:
         sock.close()
     status = reply.split(b"\r\n", 1)[0].split()  # e.g. [b"HTTP/1.1", b"200", b"Connection", b"established"]
     return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1].startswith(b"2")
+
+
+def _load_error(name: str, resolved: str, err: Exception) -> EncoderNotFoundError:
+    """The error to raise for a failed config or weights load: gated-repo access, or not found."""
+    if _is_access_denied(err):
+        return GatedEncoderError(
+            f"Could not load encoder {name!r}: the Hub refused access to {resolved!r} (a gated repo, such as DINOv3's, "
+            "needs its licence accepted and a login).\n"
+            f"Fix: accept its licence on https://huggingface.co/{resolved} (logged in to the Hub), then log in here "
+            "with `hf auth login` or set HF_TOKEN to a token of that account, and run again."
+        )
+    return _not_found_error(name, resolved, err)
+
+
+def _is_access_denied(err: BaseException | None) -> bool:
+    """True if a gated-repo error (or another HTTP 401/403) is anywhere in the exception chain.
+
+    A missing or private repo also answers 401 without a token, but as `RepositoryNotFoundError`:
+    that stays a not-found error.
+    """
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, GatedRepoError):
+            return True
+        if isinstance(err, RepositoryNotFoundError):
+            return False
+        if isinstance(err, HfHubHTTPError) and getattr(err.response, "status_code", None) in (401, 403):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _not_found_error(name: str, resolved: str, err: Exception) -> EncoderNotFoundError:

@@ -50,7 +50,10 @@ HEAD_AUTO_CLASSES = {
     "segmentation": "AutoModelForSemanticSegmentation",
     "depth": "AutoModelForDepthEstimation",
 }
-FAMILIES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers", "vit": "ViT (DINO v1)", "resnet": "ResNet"}
+# Short family names for cards, per `model_type` (encoders.FAMILIES has the long ones).
+FAMILIES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers", "vit": "ViT (DINO v1)", "resnet": "ResNet",
+            "dinov3_vit": "DINOv3 ViT", "dinov3_convnext": "DINOv3 ConvNeXt", "clip_vision_model": "CLIP vision",
+            "clip": "CLIP (vision tower)", "siglip_vision_model": "SigLIP vision", "siglip": "SigLIP (vision tower)"}
 # Never uploaded: resumable training state, logs, temporary files.
 IGNORE_PATTERNS = ["checkpoints/**", "*.tmp", "log.jsonl", "*.log", "logs/**", "runs/**", "wandb/**", "__pycache__/**"]
 LOGIN_HINT = "Log in with `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set the HF_TOKEN environment variable."

@@ -153,7 +153,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     hp = cfg.hyperparameters(spec)
     set_seed(cfg.seed)
     encoder = load_encoder(encoder if encoder is not None else cfg.encoder)
-    inp = resolve_input_size(encoder_family(encoder.config.model_type), spec, cfg.image_size)  # the paper's sizes
+    inp = resolve_input_size(encoder_family(encoder.config), spec, cfg.image_size)  # the paper's sizes
     size = inp.size
     image_size = inp.window or (size if isinstance(size, int) else min(size))  # the head's window / crop side
     head_kwargs = task.head_kwargs(spec, image_size, window_stride=inp.stride)

@@ -33,6 +33,18 @@ KNOWN_ENCODERS: dict[str, dict] = {
     "facebook/dinov2-with-registers-small": dict(model_type="dinov2_with_registers", patch_size=14, hidden_size=384),
     "facebook/dino-vits16": dict(model_type="vit", patch_size=16, hidden_size=384),
     "facebook/dino-vitb16": dict(model_type="vit", patch_size=16, hidden_size=768),
+    # DINOv3 (gated: without these a plan would need the licence accepted first), CLIP, SigLIP
+    "facebook/dinov3-vits16-pretrain-lvd1689m": dict(model_type="dinov3_vit", patch_size=16, hidden_size=384),
+    "facebook/dinov3-vitb16-pretrain-lvd1689m": dict(model_type="dinov3_vit", patch_size=16, hidden_size=768),
+    "facebook/dinov3-vitl16-pretrain-lvd1689m": dict(model_type="dinov3_vit", patch_size=16, hidden_size=1024),
+    "facebook/dinov3-vitl16-pretrain-sat493m": dict(model_type="dinov3_vit", patch_size=16, hidden_size=1024),
+    "facebook/dinov3-convnext-tiny-pretrain-lvd1689m": dict(model_type="dinov3_convnext", hidden_sizes=[96, 192, 384, 768]),
+    "facebook/dinov3-convnext-small-pretrain-lvd1689m": dict(model_type="dinov3_convnext", hidden_sizes=[96, 192, 384, 768]),
+    "openai/clip-vit-base-patch16": dict(model_type="clip", vision_config=dict(patch_size=16, hidden_size=768, image_size=224)),
+    "openai/clip-vit-large-patch14": dict(model_type="clip", vision_config=dict(patch_size=14, hidden_size=1024, image_size=224)),
+    # FARE2 fine-tunes openai/clip-vit-large-patch14 at 224 px: same tower
+    "LEAF-CLIP/CLIP-ViT-L-FARE2": dict(model_type="clip", vision_config=dict(patch_size=14, hidden_size=1024, image_size=224)),
+    "google/siglip-base-patch16-224": dict(model_type="siglip", vision_config=dict(patch_size=16, hidden_size=768, image_size=224)),
 }
 
 
@@ -81,9 +93,10 @@ def describe_encoder(name: str) -> EncoderInfo:
                 f"save_pretrained, a preset ({', '.join(sorted(_presets()))}) or download it once."
             ) from None
     model_type = config.get("model_type", "")
+    family = encoder_family(config)  # None: a family with no row in the sizes table (its own sizes)
+    config = config.get("vision_config") or config  # a full image-text checkpoint (CLIP, SigLIP): its vision tower
     patch = config.get("patch_size")
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    family = encoder_family(model_type)  # None: a family with no row in the sizes table (its own sizes)
     return EncoderInfo(name, resolved, model_type, family, patch, config.get("hidden_size"), source)
 
 

@@ -61,7 +61,7 @@ def measure_cost(cfg: BenchmarkConfig, encoder_name: str, num_images: int, accel
     for task_name in cfg.tasks:
         task = get_task(task_name)
         model, spec = _head(cfg, encoder, encoder_name, task_name, cfg.datasets[0], accelerator)
-        size = resolve_input_size(encoder_family(model.encoder.config.model_type), spec, cfg.image_size).size  # as the benchmark
+        size = resolve_input_size(encoder_family(model.encoder.config), spec, cfg.image_size).size  # as the benchmark
         data = make_dataset(spec, "eval", num_samples=num_images, seed=cfg.seed, image_size=size)
         batch = collate([data[i] for i in range(min(num_images, len(data)))])
         pixels, target = batch["pixel_values"], batch[task.target_key]

@@ -7,10 +7,16 @@ import torch
 from transformers import AutoModel
 
 from hf_ssl_robust.encoders import (
+    CLIP_MEAN,
+    CLIP_STD,
+    ENCODER_PRESETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRESETS,
+    SAT_MEAN,
+    SAT_STD,
     EncoderNotFoundError,
+    GatedEncoderError,
     PixelEncoder,
     load_encoder,
     resolve_encoder_name,
@@ -114,6 +120,89 @@ def test_presets__map_to_hub_ids():
     assert resolve_encoder_name("dino-vitb16") == "facebook/dino-vitb16"
     assert {"dinov2-small", "dinov2-base", "dino-vitb16", "dino-vits16"} <= set(PRESETS)
     assert resolve_encoder_name("some/other-id") == "some/other-id"
+
+
+@pytest.mark.parametrize("name,hub_id,mean,std", [
+    ("dinov3-vitb16", "facebook/dinov3-vitb16-pretrain-lvd1689m", None, None),  # the family's: ImageNet
+    ("dinov3-convnext-tiny", "facebook/dinov3-convnext-tiny-pretrain-lvd1689m", None, None),
+    ("dinov3-vitl16-sat", "facebook/dinov3-vitl16-pretrain-sat493m", (0.430, 0.411, 0.296), (0.213, 0.156, 0.143)),
+    ("clip-vitb16", "openai/clip-vit-base-patch16", (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    ("clip-vitl14-fare2", "LEAF-CLIP/CLIP-ViT-L-FARE2", (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    ("siglip-base16-224", "google/siglip-base-patch16-224", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+])
+def test_presets__carry_their_checkpoints_constants(name, hub_id, mean, std):
+    preset = ENCODER_PRESETS[name]
+    assert resolve_encoder_name(name) == preset.hub_id == PRESETS[name] == hub_id and type(PRESETS[name]) is str
+    assert (preset.mean, preset.std) == (mean, std)
+
+
+@pytest.mark.parametrize("name", ["dinov3-vitl16-sat", "facebook/dinov3-vitl16-pretrain-sat493m"])
+def test_presets__constants_are_applied_by_name_or_hub_id(name, tiny_dinov2_path, monkeypatch):
+    """A satellite DINOv3 loaded by preset name or by Hub id normalises with the satellite constants."""
+    import hf_ssl_robust.encoders as encoders
+
+    monkeypatch.setattr(encoders, "resolve_encoder_name", lambda n: tiny_dinov2_path)  # weights stand-in
+    encoder = load_encoder(name)
+    torch.testing.assert_close(encoder.mean.flatten(), torch.tensor(SAT_MEAN))
+    torch.testing.assert_close(encoder.std.flatten(), torch.tensor(SAT_STD))
+    clip = load_encoder(name, mean=CLIP_MEAN, std=CLIP_STD)  # an explicit argument wins
+    torch.testing.assert_close(clip.mean.flatten(), torch.tensor(CLIP_MEAN))
+
+
+def _gated(status):
+    """What huggingface_hub raises for a gated repo without access (or a plain 401/403)."""
+    import httpx2
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+    response = httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/api/models/x"))
+    if status == 403:
+        return GatedRepoError("403 Client Error. Cannot access gated repo for url ...", response=response)
+    return HfHubHTTPError(f"{status} Client Error: Unauthorized", response=response)
+
+
+@pytest.mark.parametrize("status", [403, 401])
+def test_load_encoder__gated_repo_says_accept_licence_and_log_in(status, monkeypatch):
+    """The real transformers path: its download raises, `AutoConfig` turns that into an OSError."""
+    import transformers.utils.hub as hf_utils
+
+    def no_access(*args, **kwargs):
+        raise _gated(status)
+
+    monkeypatch.setattr(hf_utils, "hf_hub_download", no_access)
+    with pytest.raises(GatedEncoderError) as info:
+        load_encoder("dinov3-vits16")
+    message = str(info.value)
+    assert "https://huggingface.co/facebook/dinov3-vits16-pretrain-lvd1689m" in message
+    assert "licence" in message and "hf auth login" in message and "HF_TOKEN" in message
+    assert isinstance(info.value, EncoderNotFoundError)  # callers that catch not-found still catch it
+
+
+def test_load_encoder__missing_repo_is_not_called_gated(monkeypatch):
+    """Without a token the Hub answers 401 for a missing repo too, as RepositoryNotFoundError: not gated."""
+    import httpx2
+    import transformers.utils.hub as hf_utils
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def missing(*args, **kwargs):
+        request = httpx2.Request("GET", "https://huggingface.co/api/models/x")
+        raise RepositoryNotFoundError("401 Client Error. Repository Not Found", response=httpx2.Response(401, request=request))
+
+    monkeypatch.setattr(hf_utils, "hf_hub_download", missing)
+    with pytest.raises(EncoderNotFoundError) as info:
+        load_encoder("someone/no-such-encoder")
+    assert not isinstance(info.value, GatedEncoderError) and "licence" not in str(info.value)
+
+
+def test_load_encoder__gated_weights_after_a_readable_config(tiny_dinov2_path, monkeypatch):
+    """Config readable (e.g. cached) but the weights download is refused: the same clear message."""
+    import hf_ssl_robust.encoders as encoders
+
+    def no_access(*args, **kwargs):
+        raise OSError("You are trying to access a gated repo.") from _gated(403)
+
+    monkeypatch.setattr(encoders.AutoModel, "from_pretrained", no_access)
+    with pytest.raises(GatedEncoderError, match="accept its licence"):
+        load_encoder(tiny_dinov2_path)
 
 
 def test_load_encoder__offline_miss_is_fast_and_clear():

@@ -327,3 +327,10 @@ def test_encoder_card__snippets_run_on_the_bundled_encoder(tmp_path, monkeypatch
     ns = _run_python_blocks(text, folder, tmp_path, monkeypatch)
     assert ns["features"].shape == (1, 128, 8, 8) and ns["cls_token"].shape == (1, 128)
     assert ns["adv"].shape == (2, 3, 64, 64)
+
+
+def test_cards_name_every_registered_family():
+    from hf_ssl_robust import hub
+    from hf_ssl_robust.encoders import FAMILIES
+
+    assert set(FAMILIES) <= set(hub.FAMILIES), f"add card names for {sorted(set(FAMILIES) - set(hub.FAMILIES))} to hub.FAMILIES"

@@ -37,15 +37,17 @@ def build_encoder(config: SSLHeadConfig) -> PixelEncoder:
 
 
 def freeze_encoder(encoder: nn.Module) -> nn.Module:
-    """Eval mode, no gradients, and its weights marked as initialised so that head init skips them.
+    """Eval mode, no gradients, and its saved tensors marked as initialised so that no init touches them.
 
-    The `PixelEncoder` wrapper itself stays unmarked: `_init_weights` restores its non-persistent
-    mean/std buffers, which the checkpoint does not carry.
+    Tensors are marked (parameters and persistent buffers), not modules: `from_pretrained` then still
+    runs each backbone's own `_init_weights`, which recomputes the non-persistent buffers that no
+    checkpoint carries and that loading leaves uninitialised (DINOv3's RoPE `inv_freq`, the
+    `position_ids` of CLIP and SigLIP), while `transformers.initialization` skips marked tensors. The
+    `PixelEncoder`'s own non-persistent mean/std are restored from the config by `_init_weights`.
     """
     encoder.eval().requires_grad_(False)
-    for module in encoder.modules():
-        if module is not encoder:
-            module._is_hf_initialized = True
+    for tensor in encoder.state_dict(keep_vars=True).values():
+        tensor._is_hf_initialized = True
     return encoder
 
 
