@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import os
 import socket
@@ -303,15 +304,40 @@ def load_encoder(
     except (OSError, ValueError) as err:
         raise _load_error(name, resolved, err) from err
     family = get_family(config)  # an unsupported family is refused before any weights load
-    config = family.backbone_config(config)  # e.g. a full CLIPModel checkpoint: its vision tower only
+    tower = family.backbone_config(config)  # e.g. a full CLIPModel checkpoint: its vision tower only
     try:
-        model_kwargs = dict(kwargs, config=config, use_safetensors=True, **family.load_kwargs(config))
+        model_kwargs = dict(kwargs, config=tower, use_safetensors=True, **family.load_kwargs(tower))
         if dtype is not None:
             model_kwargs["dtype"] = dtype
-        backbone = AutoModel.from_pretrained(resolved, **model_kwargs)
+        with _text_tower_keys_expected(tower if tower is not config else None):
+            backbone = AutoModel.from_pretrained(resolved, **model_kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(name, resolved, err) from err
     return PixelEncoder(backbone, mean=mean, std=std, pre_norm=pre_norm).eval()
+
+
+@contextlib.contextmanager
+def _text_tower_keys_expected(tower_config):
+    """While loading a vision tower from a full image-text checkpoint, its other weights (text tower,
+    projections, logit scale) are expected leftovers, not a load problem: keep them out of transformers'
+    load report (which would list every text-tower key as UNEXPECTED). Missing vision keys still show."""
+    if tower_config is None:
+        yield
+        return
+    model_class = AutoModel._model_mapping[type(tower_config)]
+    before = model_class.__dict__.get("_keys_to_ignore_on_load_unexpected", _UNSET)
+    model_class._keys_to_ignore_on_load_unexpected = [*(getattr(model_class, "_keys_to_ignore_on_load_unexpected", None) or []),
+                                                      r"^(?!vision_model\.)"]
+    try:
+        yield
+    finally:
+        if before is _UNSET:
+            del model_class._keys_to_ignore_on_load_unexpected
+        else:
+            model_class._keys_to_ignore_on_load_unexpected = before
+
+
+_UNSET = object()
 
 
 def hub_offline() -> bool:

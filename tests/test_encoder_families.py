@@ -2,6 +2,8 @@
 input size, every attack, head reload, DeACL), the refusals, and the ResNet family's details."""
 
 import json
+import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -271,6 +273,28 @@ def test_a_built_image_text_model_asks_for_its_vision_tower(kind):
     with pytest.raises(ValueError, match=r"full image-text model: pass its vision tower \(`model.vision_model`\)"):
         load_encoder(model)
     assert load_encoder(model.vision_model).family is get_family(model.config)
+
+
+@pytest.mark.parametrize("model_type", ["clip", "siglip"])
+def test_full_checkpoint__text_tower_not_reported_but_missing_vision_weights_are(model_type, family_paths, tmp_path, caplog, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)  # to caplog, whatever other tests left
+    caplog.set_level(logging.WARNING, logger="transformers")
+    encoder = load_encoder(family_paths[model_type])
+    report = caplog.text
+    assert "UNEXPECTED" not in report and "LOAD REPORT" not in report  # the text tower is an expected leftover
+    assert getattr(type(encoder.backbone), "_keys_to_ignore_on_load_unexpected", None) is None  # class restored
+    # a vision weight missing from the checkpoint is still reported
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    (folder / "config.json").write_text((Path(family_paths[model_type]) / "config.json").read_text())
+    weights = load_file(Path(family_paths[model_type]) / "model.safetensors")
+    dropped = next(k for k in weights if k.startswith("vision_model.") and k.endswith("post_layernorm.weight"))
+    save_file({k: v for k, v in weights.items() if k != dropped}, folder / "model.safetensors", metadata={"format": "pt"})
+    caplog.clear()
+    load_encoder(str(folder))
+    assert "MISSING" in caplog.text and "UNEXPECTED" not in caplog.text
 
 
 def test_siglip_without_its_pooling_head_is_refused(family_paths, tmp_path):

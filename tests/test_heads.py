@@ -127,6 +127,7 @@ def test_head__save_load_round_trip_is_self_contained(kind, task, tmp_path, capl
     pixels = torch.rand(2, 3, 32, 48)
     expected = output_tensor(task, model(pixels))
 
+    propagate = logging.getLogger("transformers").propagate
     hf_logging.enable_propagation()
     try:
         with caplog.at_level(logging.WARNING):
@@ -136,7 +137,7 @@ def test_head__save_load_round_trip_is_self_contained(kind, task, tmp_path, capl
             reloaded = HEADS[task].from_pretrained(tmp_path / "head")
             via_auto = AUTO[task].from_pretrained(tmp_path / "head")
     finally:
-        hf_logging.disable_propagation()
+        logging.getLogger("transformers").propagate = propagate
     noisy = ("shared", "newly initialized", "not used", "missing", "unexpected")
     assert not [r.getMessage() for r in caplog.records if any(w in r.getMessage().lower() for w in noisy)]
     assert sorted(p.name for p in (tmp_path / "head").iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
