@@ -34,6 +34,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# BibTeX of the benchmark paper, which every metric module cites (some add the definition they follow).
+PAPER_CITATION = """\
+@misc{kowalczuk2024benchmarking,
+  title         = {Benchmarking Robust Self-Supervised Learning Across Diverse Downstream Tasks},
+  author        = {Kowalczuk, Antoni and Dubi{\\'n}ski, Jan and Ashari Ghomi, Atiyeh and Sui, Yi and Stein, George and Wu, Jiapeng and Cresswell, Jesse C. and Boenisch, Franziska and Dziedzic, Adam},
+  year          = {2024},
+  eprint        = {2407.12588},
+  archivePrefix = {arXiv}
+}
+"""
+
 Gather = Callable[[object], object]
 
 SEG_STATS = ("intersection", "pred_area", "label_area")

@@ -6,17 +6,9 @@ The arithmetic lives in ``hf_ssl_robust.metrics.functional``.
 import datasets
 import evaluate
 
-from hf_ssl_robust.metrics.functional import accuracy_counts
+from hf_ssl_robust.metrics.functional import PAPER_CITATION, accuracy_counts
 
-_CITATION = """\
-@misc{kowalczuk2024benchmarking,
-  title         = {Benchmarking Robust Self-Supervised Learning Across Diverse Downstream Tasks},
-  author        = {Kowalczuk, Antoni and Dubi{\\'n}ski, Jan and Ashari Ghomi, Atiyeh and Sui, Yi and Stein, George and Wu, Jiapeng and Cresswell, Jesse C. and Boenisch, Franziska and Dziedzic, Adam},
-  year          = {2024},
-  eprint        = {2407.12588},
-  archivePrefix = {arXiv}
-}
-"""
+_CITATION = PAPER_CITATION
 
 _DESCRIPTION = "Proportion of samples whose predicted class id equals the reference class id."
 

@@ -9,16 +9,14 @@ lives in ``hf_ssl_robust.metrics.functional``.
 import datasets
 import evaluate
 
-from hf_ssl_robust.metrics.functional import DepthMeter, arrow_maps, iter_chunks
+from hf_ssl_robust.metrics.functional import (
+    PAPER_CITATION,
+    DepthMeter,
+    arrow_maps,
+    iter_chunks,
+)
 
-_CITATION = """\
-@misc{kowalczuk2024benchmarking,
-  title         = {Benchmarking Robust Self-Supervised Learning Across Diverse Downstream Tasks},
-  author        = {Kowalczuk, Antoni and Dubi{\\'n}ski, Jan and Ashari Ghomi, Atiyeh and Sui, Yi and Stein, George and Wu, Jiapeng and Cresswell, Jesse C. and Boenisch, Franziska and Dziedzic, Adam},
-  year          = {2024},
-  eprint        = {2407.12588},
-  archivePrefix = {arXiv}
-}
+_CITATION = PAPER_CITATION + """\
 @inproceedings{eigen2014depth,
   title     = {Depth Map Prediction from a Single Image using a Multi-Scale Deep Network},
   author    = {Eigen, David and Puhrsch, Christian and Fergus, Rob},

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hf_ssl_robust.metrics.functional import (
+    PAPER_CITATION,
     REDUCED_BACKGROUND,
     SEG_STATS,
     arrow_maps,
@@ -20,14 +21,7 @@ from hf_ssl_robust.metrics.functional import (
     segmentation_stats,
 )
 
-_CITATION = """\
-@misc{kowalczuk2024benchmarking,
-  title         = {Benchmarking Robust Self-Supervised Learning Across Diverse Downstream Tasks},
-  author        = {Kowalczuk, Antoni and Dubi{\\'n}ski, Jan and Ashari Ghomi, Atiyeh and Sui, Yi and Stein, George and Wu, Jiapeng and Cresswell, Jesse C. and Boenisch, Franziska and Dziedzic, Adam},
-  year          = {2024},
-  eprint        = {2407.12588},
-  archivePrefix = {arXiv}
-}
+_CITATION = PAPER_CITATION + """\
 @article{everingham2010pascal,
   title   = {The Pascal Visual Object Classes (VOC) Challenge},
   author  = {Everingham, Mark and Van Gool, Luc and Williams, Christopher K. I. and Winn, John and Zisserman, Andrew},
