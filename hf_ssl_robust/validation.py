@@ -13,6 +13,7 @@ not (ADE20k has no classification labels): those are skipped, not errors.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +150,43 @@ def missing_local_dirs(cfg, dirs: dict, dir_problems: list[str]) -> list[str]:
             and not any(p.startswith(f"--data_dir {d}=") for p in dir_problems)]
 
 
+def datasets_offline() -> bool:
+    """True when `datasets` will not download (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set)."""
+    return any(os.environ.get(v, "0").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def uncached_offline_datasets(cfg, dirs: dict) -> list[str]:
+    """Offline, the Hub datasets of the run (no `--data_dir`) that are not in the local `datasets` cache.
+
+    Without this check such a run would train heads and evaluate every other dataset first, and only
+    then fail on the missing one. Looking a dataset up in the cache reads no data (`load_dataset_builder`).
+    """
+    if getattr(cfg, "dry_run", False) or not datasets_offline():
+        return []
+    from .data import get_dataset_spec
+
+    problems, seen = [], set()
+    for dataset, task in cells(cfg)[0]:
+        if dataset in dirs:
+            continue
+        spec = get_dataset_spec(dataset, task=task)
+        key = (spec.hub_id, spec.hub_config, spec.revision)
+        if spec.source != "hub" or not spec.hub_id or key in seen:
+            continue
+        seen.add(key)
+        import datasets
+
+        try:
+            datasets.load_dataset_builder(spec.hub_id, spec.hub_config, revision=spec.revision)
+        except (OSError, ValueError) as err:  # ConnectionError (offline, not cached), DatasetNotFoundError
+            problems.append(
+                f"dataset {dataset!r} (Hub id {spec.hub_id!r}) is not in the local datasets cache and HF_HUB_OFFLINE / "
+                f"HF_DATASETS_OFFLINE forbids downloading it ({type(err).__name__}). Download it once with network access "
+                f"(unset the offline variables), or pass a local copy: --data_dir {dataset}=PATH"
+            )
+    return problems
+
+
 def cells(cfg) -> tuple[list[tuple[str, str]], list[dict]]:
     """`(runnable (dataset, task) pairs, skipped pairs with the reason)` for known datasets and tasks."""
     run, skipped = [], []
@@ -210,6 +248,7 @@ def benchmark_problems(cfg, *, encoders: bool = True) -> list[str]:
     problems += dir_problems
     for d in missing_local_dirs(cfg, dirs, dir_problems):
         problems.append(f"dataset {d!r} is only available from a local folder (licence); pass --data_dir {d}=PATH (see `hf-ssl-robust info`)")
+    problems += uncached_offline_datasets(cfg, dirs)
     run, _ = cells(cfg)
     if not run and all(t in TASKS for t in cfg.tasks) and all(d in DATASETS for d in cfg.datasets):
         problems.append(f"no dataset supports any requested task: {cfg.datasets} x {cfg.tasks}")

@@ -33,6 +33,37 @@ def test_cli__encoder_checked_before_work(tmp_path, capsys):
     assert "no folder" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+def test_cli__offline_uncached_hub_dataset_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    """Offline, a Hub dataset missing from the cache is reported up front, not after the other cells ran."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty_cache"))
+    argv = ["benchmark", "--encoders", "shapes-resnet-tiny", "--datasets", "shapes", "cifar10", "ade20k", "voc2012",
+            "--tasks", "classification", "segmentation", "--data_dir", f"voc2012={tmp_path}", "--output_dir", str(tmp_path / "o")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and not (tmp_path / "o").exists()
+    assert "dataset 'cifar10' (Hub id 'uoft-cs/cifar10') is not in the local datasets cache" in err
+    assert "dataset 'ade20k'" in err and "--data_dir ade20k=PATH" in err
+    assert "voc2012" not in err.split("nothing was run")[1]  # a local copy needs no cache
+
+
+def test_offline_cache_check__cached_datasets_and_online_runs_pass(monkeypatch):
+    import datasets
+
+    from hf_ssl_robust.validation import uncached_offline_datasets
+
+    looked_up = []
+    monkeypatch.setattr(datasets, "load_dataset_builder", lambda hub_id, config=None, revision=None: looked_up.append(hub_id))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = BenchmarkConfig(encoders=["x"], datasets=["shapes", "cifar10"], tasks=["classification"])  # checks once itself
+    looked_up.clear()
+    assert uncached_offline_datasets(cfg, {}) == [] and looked_up == ["uoft-cs/cifar10"]  # in the cache: fine
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    looked_up.clear()
+    assert uncached_offline_datasets(cfg, {}) == [] and looked_up == []  # online: downloading is allowed, nothing checked
+
+
 def test_config__l2_radii_above_one_and_help_text():
     cfg = BenchmarkConfig(encoders=["x"], norm="l2", eps=["0.5", "3.0"])
     assert cfg.eps_values == [0.5, 3.0]
