@@ -28,14 +28,17 @@ def benchmark_main(argv: list[str] | None = None) -> int:
 
         print(format_plan(plan_benchmark(cfg), cells(cfg)[1]), end="")
         return 0
-    from accelerate import PartialState
+    from .precision import make_accelerator
 
-    if PartialState().is_main_process:  # what `strong`, `apgd` and the task filters expand to
+    # The accelerator first: a bare `PartialState()` made before it would fix the process state without
+    # reading ACCELERATE_USE_CPU, and every process of a CPU `accelerate launch` would then run alone.
+    accelerator = make_accelerator(cfg.mixed_precision)
+    if accelerator.is_main_process:  # what `strong`, `apgd` and the task filters expand to
         print("Attacks per task" + (" (+ per-image worst case)" if cfg.worst_case else "") + ": "
               + "; ".join(f"{task}: {' '.join(names)}" for task, names in cfg.attack_plan.items()))
-    records = run_benchmark(cfg)
+    records = run_benchmark(cfg, accelerator)
 
-    if PartialState().is_main_process:
+    if accelerator.is_main_process:
         out = Path(cfg.output_dir)
         print(markdown_tables(records))
         print(f"Wrote {out / 'results.json'}, results.csv, results.md, robustness_curves.png and example figures to {out}/")

@@ -121,6 +121,8 @@ def test_benchmark__one_and_two_processes_agree(tiny_dinov2_path, tmp_path):
            "--mixed_precision", "no", "--dynamo_backend", "no", script, *args, "--output_dir", str(two), "--heads_dir", str(one / "heads")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-12000:]
+    info = json.loads((two / "run_info.json").read_text())
+    assert info["processes"] == 2, "the launched run did not split the work over 2 processes"
     strip = lambda rs: sorted((r["task"], r["attack"], r["metric"], r["value"], r["num_samples"]) for r in rs)  # noqa: E731
     assert strip(load_records(two / "results.json")) == strip(load_records(one / "results.json"))
 
