@@ -164,3 +164,24 @@ def test_bundled_encoders__card_and_processor_are_what_bundle_encoder_writes(nam
     assert json.loads((dest / PROCESSOR_FILE).read_text()) == json.loads((folder / PROCESSOR_FILE).read_text())
     assert (dest / "README.md").read_text() == (folder / "README.md").read_text()
     assert (tmp_path / "card.md").read_text() == (REPO / "model_cards" / f"{name}.md").read_text()
+
+
+def test_save_pretrained__push_to_hub_uploads_the_processor_too(backbone, tmp_path, monkeypatch):
+    """`save_pretrained(..., push_to_hub=True)`: the uploaded folder holds the processor (the Hub is faked)."""
+    from types import SimpleNamespace
+
+    import transformers.utils.hub as hf_hub_utils
+    from transformers.utils.hub import PushToHubMixin
+
+    created, uploaded = [], []
+    monkeypatch.setattr(hf_hub_utils, "hf_api", lambda: SimpleNamespace(
+        create_repo=lambda repo_id, **kw: created.append(repo_id) or SimpleNamespace(repo_id=repo_id)))
+    monkeypatch.setattr(hf_hub_utils, "create_and_tag_model_card", lambda *a, **kw: SimpleNamespace(save=lambda path: None))
+    monkeypatch.setattr(PushToHubMixin, "_upload_modified_files",
+                        lambda self, folder, repo_id, **kw: uploaded.append((repo_id, sorted(p.name for p in Path(folder).iterdir()))))
+    head = SSLForImageClassification.from_encoder(backbone, num_labels=3, image_size=SIDE, id2label=NAMES)
+    head.save_pretrained(tmp_path / "head", push_to_hub=True, repo_id="me/tiny-head", commit_message="test")
+    assert created == ["me/tiny-head"]
+    (repo_id, files), = uploaded
+    assert repo_id == "me/tiny-head" and {"config.json", "model.safetensors", PROCESSOR_FILE} <= set(files)
+    assert (tmp_path / "head" / PROCESSOR_FILE).is_file()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,16 +117,23 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
         freeze_encoder(model.encoder)
         return loaded
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+    def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the image processor `transformers.pipeline` loads.
 
-        `push_to_hub=True` uploads before the processor is written: publish with `hub.push_head`.
+        With `push_to_hub=True` (and `repo_id`, `commit_message`, `private`, `token`, `create_pr`) the
+        upload happens after the processor is written, so the Hub copy has it too. `hub.push_head`
+        also renders the model card from the training and benchmark results.
         """
+        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "private", "token", "create_pr") if k in kwargs}
         super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
         if is_main_process:
-            from ..processing import save_image_processor  # processing imports the head configs
+            from ..processing import (
+                save_image_processor,  # processing imports the head configs
+            )
 
             save_image_processor(save_directory, self.config)
+            if push_to_hub:  # transformers' upload: saves again into a temporary folder (processor included)
+                self.push_to_hub(hub_kwargs.pop("repo_id", Path(save_directory).name), **hub_kwargs)
 
     # -- frozen encoder -----------------------------------------------------------------------
     def train(self, mode: bool = True):
