@@ -183,10 +183,14 @@ def _head(cfg, encoder, encoder_name, task_name, dataset, accelerator):
     return model.eval(), spec
 
 
-def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, start: int = 512, accelerator=None) -> int:
+def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, start: int = 512, accelerator=None,
+                    max_scan: int = 256) -> int:
     """The largest evaluation batch for which one step of every attack (the memory peak) fits,
-    under the accelerator's autocast (bf16 activations take half the memory)."""
-    first = collate([dataset[0]])
+    under the accelerator's autocast (bf16 activations take half the memory).
+
+    Measured on the largest image among `max_scan` evenly spaced ones (all, for smaller datasets):
+    real datasets mix sizes, and a batch that fits the first image may not fit a larger one."""
+    first = collate([largest_item(dataset, max_scan)])
     pixels = first["pixel_values"].to(device)
     target = first[target_key].to(device)
 
@@ -199,6 +203,14 @@ def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, star
                 one_step.perturb(model, x, None if attack.surface == "encoder" else t)
 
     return find_max_batch_size(run, start=min(start, len(dataset)), device=device)
+
+
+def largest_item(dataset, max_scan: int = 256) -> dict:
+    """The item with the most pixels among `max_scan` evenly spaced items of `dataset` (the first on ties)."""
+    n = len(dataset)
+    indices = sorted({round(i * (n - 1) / max(min(n, max_scan) - 1, 1)) for i in range(min(n, max_scan))})
+    items = (dataset[i] for i in indices)
+    return max(items, key=lambda item: item["pixel_values"].shape[-2] * item["pixel_values"].shape[-1])
 
 
 def _run_cell(cfg, key, model, task, spec, accelerator, out):

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import hf_ssl_robust.benchmark as bench
 from hf_ssl_robust.attacks import make_attack
@@ -83,6 +84,26 @@ def test_cli_benchmark__eps_fraction_and_tables(tiny_dinov2_path, tmp_path, caps
 def test_cli_benchmark__bad_arguments_give_clear_errors(argv, match, capsys):
     assert cli_main(["benchmark", *argv]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_batch_size_auto__measured_on_the_largest_image(monkeypatch):
+    """Mixed sizes: the batch is sized on the largest scanned image, not on the first one."""
+    sizes = [(16, 16), (24, 40), (32, 48), (16, 24)]
+    data = [{"pixel_values": torch.rand(3, h, w), "label": torch.tensor(0), "index": torch.tensor(i)} for i, (h, w) in enumerate(sizes)]
+    assert tuple(bench.largest_item(data)["pixel_values"].shape[-2:]) == (32, 48)
+    assert tuple(bench.largest_item(data, max_scan=2)["pixel_values"].shape[-2:]) == (16, 24)  # items 0 and 3 only
+
+    seen = []
+
+    class Probe:
+        surface = "model"
+
+        def perturb(self, model, x, target):
+            seen.append(tuple(x.shape))
+
+    monkeypatch.setattr(bench.dataclasses, "replace", lambda attack, **kw: attack)
+    assert bench.auto_batch_size(None, {"probe": Probe()}, data, "cpu", "label", start=4) >= 1
+    assert seen and all(shape[-2:] == (32, 48) for shape in seen)
 
 
 def test_batch_size_auto__fits_the_memory_budget_and_runs(tiny_dinov2_path, tmp_path, monkeypatch):
