@@ -625,6 +625,7 @@ def main_contrastive(args, accelerator: Accelerator) -> None:
     gen = torch.Generator()
     model.train()
     last_step = min(args.max_steps, args.stop_after_steps or args.max_steps)
+    last_losses: dict = {}
     while step < last_step:
         if args.max_minutes and minutes() > args.max_minutes:
             accelerator.print(f"stopping at step {step}: --max_minutes {args.max_minutes} reached")
@@ -648,11 +649,11 @@ def main_contrastive(args, accelerator: Accelerator) -> None:
         optimizer.step()
         step += 1
         bar.update(1)
+        last_losses = {"step": step, "loss": round(float(loss), 4), "global": round(float(loss_global), 4),
+                       "dense": round(float(loss_dense), 4), "lr": lr}
         if step % 20 == 0:
-            rec = {"step": step, "loss": round(float(loss), 4), "global": round(float(loss_global), 4),
-                   "dense": round(float(loss_dense), 4), "lr": lr, "minutes": round(minutes(), 2)}
-            log(rec)
-            bar.set_postfix(loss=f"{rec['global']:.3f}", dense=f"{rec['dense']:.3f}")
+            log({**last_losses, "minutes": round(minutes(), 2)})
+            bar.set_postfix(loss=f"{last_losses['global']:.3f}", dense=f"{last_losses['dense']:.3f}")
         if args.checkpoint_every and step % args.checkpoint_every == 0:
             path = ckpt_dir / f"step_{step}"
             accelerator.save_state(str(path))
@@ -665,6 +666,8 @@ def main_contrastive(args, accelerator: Accelerator) -> None:
             run_probe(minutes())
             next_probe += args.probe_every_minutes
     bar.close()
+    if last_losses and last_losses["step"] % 20:  # the last step's losses, also for runs shorter than 20 steps
+        log({**last_losses, "minutes": round(minutes(), 2)})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if probes is not None:

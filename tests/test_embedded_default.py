@@ -183,6 +183,7 @@ def test_pretrain_tiny_resnet_saves_probes_and_resumes(tmp_path, capsys):
     log = [json.loads(line) for line in (tmp_path / "training_log.jsonl").read_text().splitlines()]
     probes = [r for r in log if "probe_accuracy" in r]
     assert [r["step"] for r in probes] == [0, 2, 4]  # random init, end of the first run, end of the resumed one
+    assert [r["step"] for r in log if "loss" in r] == [2, 4]  # each run's last losses, though shorter than 20 steps
     assert all(0 <= r["probe_accuracy"] <= 1 and 0 <= r["probe_miou"] <= 1 and r["probe_depth_rmse"] > 0 for r in probes)
 
 
