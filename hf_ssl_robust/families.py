@@ -28,7 +28,7 @@ from typing import Callable
 from torch import Tensor
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "FAMILIES", "Family", "IMAGENET_MEAN", "IMAGENET_STD", "SIGLIP_MEAN",
-           "SIGLIP_STD", "get_family", "register_family"]
+           "SIGLIP_STD", "get_family", "register_family", "token_stride"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,6 +91,28 @@ def register_family(family: Family) -> Family:
     for model_type in family.model_types:
         FAMILIES[model_type] = family
     return family
+
+
+def token_stride(config: dict) -> int | None:
+    """Pixels per token of a backbone config given as a dict (`config.json`, a dry run's known
+    presets, which list only some fields: the rest are the config class's defaults); None for an
+    unregistered family."""
+    from types import SimpleNamespace
+
+    from transformers import CONFIG_MAPPING
+
+    fields = dict(config)
+    model_type = fields.pop("model_type", None)
+    if model_type not in FAMILIES:
+        return None
+    if isinstance(fields.get("vision_config"), dict):  # a full image-text checkpoint: its vision tower's stride
+        vision = fields["vision_config"]
+        return token_stride({**vision, "model_type": vision.get("model_type") or f"{model_type}_vision_model"})
+    try:
+        defaults = CONFIG_MAPPING[model_type]().to_dict()
+        return int(FAMILIES[model_type].stride(SimpleNamespace(**{**defaults, **fields, "model_type": model_type})))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def get_family(config) -> Family:

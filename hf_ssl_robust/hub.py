@@ -209,15 +209,12 @@ def _training_rows(cfg: dict) -> list[tuple[str, str]]:
 
 
 def _conv_stride(config: dict) -> int | None:
-    """Total stride of a ResNet config (the pixels per output token), else None."""
-    if config.get("model_type") != "resnet":
-        return None
-    from transformers import ResNetConfig
+    """Total stride of a convolutional family's config (the pixels per output token), else None."""
+    from .families import FAMILIES as REGISTERED
+    from .families import token_stride
 
-    from .encoders import get_family
-
-    resnet = ResNetConfig(**{k: v for k, v in config.items() if k in ("depths", "downsample_in_first_stage")})
-    return get_family(resnet).stride(resnet)
+    family = REGISTERED.get(config.get("model_type"))
+    return token_stride(config) if family is not None and family.pad else None
 
 
 def _encoder_facts(folder: Path | None, config: dict | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from .attacks import ATTACKS
 from .attacks.base import NORMS
 from .data import DATASETS
+from .families import token_stride
 from .results import parse_eps
 from .sizes import encoder_family
 from .tasks import TASKS
@@ -95,10 +96,10 @@ def describe_encoder(name: str) -> EncoderInfo:
             ) from None
     model_type = config.get("model_type", "")
     family = encoder_family(config)  # None: a family with no row in the sizes table (its own sizes)
+    patch = token_stride(config)  # a ViT's patch size, a conv net's total stride
     config = config.get("vision_config") or config  # a full image-text checkpoint (CLIP, SigLIP): its vision tower
-    patch = config.get("patch_size")
-    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    return EncoderInfo(name, resolved, model_type, family, patch, config.get("hidden_size"), source)
+    hidden = config.get("hidden_size") or (config.get("hidden_sizes") or [None])[-1]
+    return EncoderInfo(name, resolved, model_type, family, patch, hidden, source)
 
 
 def _presets():

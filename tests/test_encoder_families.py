@@ -275,6 +275,18 @@ def test_a_built_image_text_model_asks_for_its_vision_tower(kind):
     assert load_encoder(model.vision_model).family is get_family(model.config)
 
 
+@pytest.mark.parametrize("model_type", sorted(FAMILY_CASES))
+def test_token_stride__from_the_config_dict_alone(model_type, family_paths):
+    """Dry runs and cards read the stride from config.json without building the model."""
+    from hf_ssl_robust.families import token_stride
+    from hf_ssl_robust.validation import KNOWN_ENCODERS
+
+    config = json.loads((Path(family_paths[model_type]) / "config.json").read_text())
+    assert token_stride(config) == load_encoder(family_paths[model_type]).patch_size
+    assert all(token_stride(c) for c in KNOWN_ENCODERS.values())  # presets list a few fields only
+    assert token_stride({"model_type": "bert"}) is None
+
+
 @pytest.mark.parametrize("model_type", ["clip", "siglip"])
 def test_full_checkpoint__text_tower_not_reported_but_missing_vision_weights_are(model_type, family_paths, tmp_path, caplog, monkeypatch):
     from safetensors.torch import load_file, save_file
