@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from . import heads  # registers the heads with the transformers Auto classes
+from . import heads  # noqa: F401  (registers the heads with the transformers Auto classes)
 from .attacks import ATTACKS, Attack, AttackResult, make_attack
 from .encoders import EncoderNotFoundError, EncoderOutput, PixelEncoder, load_encoder
 from .heads import HEADS, SSLForDepthEstimation, SSLForImageClassification, SSLForSemanticSegmentation

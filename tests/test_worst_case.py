@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hf_ssl_robust.attack_suites import SUITES, attacks_for_task, check_plan, expand_attacks
-from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
+from hf_ssl_robust.benchmark import BenchmarkConfig
 from hf_ssl_robust.cli import main as cli_main
 from hf_ssl_robust.data import get_dataset_spec
 from hf_ssl_robust.metrics.functional import MeanIoUMeter, depth_stats, segmentation_stats
