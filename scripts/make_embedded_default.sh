@@ -22,11 +22,13 @@ PRETRAIN_ARGS=${PRETRAIN_ARGS:-"--image_size 48 --crop_min 0.3 --batch_size 128 
 DEACL_ARGS=${DEACL_ARGS:-"--eps 8/255 --objective dense --max_steps 200 --batch_size 64 --num_train_samples 4096 --checkpoint_every 50"}
 BENCH_ARGS=${BENCH_ARGS:-}
 CEILING_ARGS=${CEILING_ARGS:-"--steps 1200 --lr 2e-3 --eval_every 200"}
+RANDOM_POOL=${RANDOM_POOL:-1024}
 if [ "${SMOKE:-0}" = 1 ]; then
     PRETRAIN_ARGS="--image_size 48 --batch_size 16 --max_steps 4 --warmup_steps 1 --probe_every_minutes 60 --probe_scenes 32 --checkpoint_every 2 --pool_scenes 64"
     DEACL_ARGS="--eps 8/255 --objective dense --max_steps 2 --batch_size 8 --num_train_samples 32 --attack_steps 2"
     BENCH_ARGS="--max_eval_samples 8 --num_train_samples 32 --head_epochs 1 --steps 2"
     CEILING_ARGS="--steps 4 --eval_every 2 --batch_size 8 --num_eval 32"
+    RANDOM_POOL=64
 fi
 
 # shellcheck disable=SC2086
@@ -48,7 +50,7 @@ cp "$OUT/benchmark/results.json" "$OUT/benchmark/results.md" "$OUT/benchmark/run
 python scripts/readme_results.py
 cp "$OUT/$STD/training_log.jsonl" "$DOCS/pretraining_log.jsonl"
 python scripts/plot_pretraining.py "$DOCS/pretraining_log.jsonl" --output docs/embedded_default_pretraining.png
-python scripts/pretrain_tiny.py --arch resnet --output_dir "$OUT/$STD-random" --max_steps 0 --probe_every_minutes 0 --pool_scenes 1024
+python scripts/pretrain_tiny.py --arch resnet --output_dir "$OUT/$STD-random" --max_steps 0 --probe_every_minutes 0 --pool_scenes "$RANDOM_POOL"
 # shellcheck disable=SC2086
 hf-ssl-robust benchmark --encoders "$OUT/$STD-random" --attacks embed --output_dir "$OUT/random-benchmark" $BENCH_ARGS
 cp "$OUT/random-benchmark/results.md" "$DOCS/random_weights_results.md"

@@ -226,3 +226,31 @@ def test_plot_pretraining_reads_the_probe_lines(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| 5.0 | 40 | 5120 | 0.500 | 0.300 | 1.600 |" in table and "9.0" not in table
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_make_embedded_default__every_step_runs_at_toy_size(tmp_path):
+    """`SMOKE=1 bash scripts/make_embedded_default.sh` on a copy of the repository: pretraining, DeACL,
+    bundling, both benchmarks, the README block, plots and the supervised ceiling all run, and rewrite
+    the files the README and the cards are made from (which then agree with each other)."""
+    import os
+    import shutil
+
+    copy = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "outputs")
+    for name in ("hf_ssl_robust", "scripts", "docs", "model_cards", "space"):
+        shutil.copytree(REPO / name, copy / name, ignore=ignore)
+    for name in ("README.md", "pyproject.toml"):
+        shutil.copy(REPO / name, copy / name)
+    before = (copy / "docs" / "embedded_default" / "results.json").read_text()
+    weights = (copy / "hf_ssl_robust" / "assets" / "shapes-resnet-tiny" / "model.safetensors").read_bytes()
+    env = dict(os.environ, SMOKE="1", OUT=str(tmp_path / "out"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(copy))  # the copy's package, not the installed one
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this environment's hf-ssl-robust
+    proc = subprocess.run(["bash", "scripts/make_embedded_default.sh"], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (copy / "docs" / "embedded_default" / "results.json").read_text() != before
+    assert (copy / "hf_ssl_robust" / "assets" / "shapes-resnet-tiny" / "model.safetensors").read_bytes() != weights
+    for name in ("pretraining_log.jsonl", "random_weights_results.md", "supervised_ceiling_resnet.json", "run_info.json"):
+        assert (copy / "docs" / "embedded_default" / name).is_file(), name
+    check = subprocess.run([sys.executable, "scripts/readme_results.py", "--check"], cwd=copy, env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr  # README's block is the new run's
