@@ -604,6 +604,9 @@ def main_contrastive(args, accelerator: Accelerator) -> None:
     probes = probe_data(args.render_size, args.probe_scenes, args.seed) if args.probe_every_minutes else None
     raw = accelerator.unwrap_model(model)
 
+    def loss_record(losses: dict) -> dict:
+        return {k: round(v.item(), 4) if torch.is_tensor(v) else v for k, v in losses.items()} | {"minutes": round(minutes(), 2)}
+
     def log(rec):
         if accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
@@ -649,11 +652,11 @@ def main_contrastive(args, accelerator: Accelerator) -> None:
         optimizer.step()
         step += 1
         bar.update(1)
-        last_losses = {"step": step, "loss": round(float(loss), 4), "global": round(float(loss_global), 4),
-                       "dense": round(float(loss_dense), 4), "lr": lr}
-        if step % 20 == 0:
-            log({**last_losses, "minutes": round(minutes(), 2)})
-            bar.set_postfix(loss=f"{last_losses['global']:.3f}", dense=f"{last_losses['dense']:.3f}")
+        last_losses = {"step": step, "loss": loss.detach(), "global": loss_global.detach(), "dense": loss_dense.detach(), "lr": lr}
+        if step % 20 == 0:  # read the losses only here: a host sync per step would slow a GPU run
+            rec = loss_record(last_losses)
+            log(rec)
+            bar.set_postfix(loss=f"{rec['global']:.3f}", dense=f"{rec['dense']:.3f}")
         if args.checkpoint_every and step % args.checkpoint_every == 0:
             path = ckpt_dir / f"step_{step}"
             accelerator.save_state(str(path))
@@ -667,7 +670,7 @@ def main_contrastive(args, accelerator: Accelerator) -> None:
             next_probe += args.probe_every_minutes
     bar.close()
     if last_losses and last_losses["step"] % 20:  # the last step's losses, also for runs shorter than 20 steps
-        log({**last_losses, "minutes": round(minutes(), 2)})
+        log(loss_record(last_losses))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if probes is not None:
