@@ -13,13 +13,13 @@ not (ADE20k has no classification labels): those are skipped, not errors.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .attacks import ATTACKS
 from .attacks.base import NORMS
 from .data import DATASETS
+from .data.loading import datasets_offline
 from .families import token_stride
 from .results import parse_eps
 from .sizes import encoder_family
@@ -149,11 +149,6 @@ def missing_local_dirs(cfg, dirs: dict, dir_problems: list[str]) -> list[str]:
         return []
     return [d for d in cfg.datasets if d in DATASETS and DATASETS[d].local_only and d not in dirs
             and not any(p.startswith(f"--data_dir {d}=") for p in dir_problems)]
-
-
-def datasets_offline() -> bool:
-    """True when `datasets` will not download (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set)."""
-    return any(os.environ.get(v, "0").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def uncached_offline_datasets(cfg, dirs: dict) -> list[str]:

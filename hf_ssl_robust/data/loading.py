@@ -107,6 +107,11 @@ def load_split(
     return ds
 
 
+def datasets_offline() -> bool:
+    """True when `datasets` will not download (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set)."""
+    return any(os.environ.get(v, "0").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def _load_hub(spec: DatasetSpec, split: str):
     import datasets
 
@@ -115,10 +120,9 @@ def _load_hub(spec: DatasetSpec, split: str):
     try:
         return datasets.load_dataset(spec.hub_id, spec.hub_config, split=split, revision=spec.revision)
     except OSError as err:  # ConnectionError (offline), FileNotFoundError / DatasetNotFoundError (bad id)
-        offline = any(os.environ.get(v, "0").lower() not in ("", "0", "false") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
         hint = (
             "HF_HUB_OFFLINE is set, so nothing is downloaded: unset it on a machine with network access, or "
-            if offline
+            if datasets_offline()
             else "Check the id and your network, or "
         )
         raise DatasetUnavailableError(
