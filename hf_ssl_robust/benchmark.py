@@ -28,16 +28,18 @@ from torch.utils.data import DataLoader
 
 from .attack_suites import SUITES, build_attack, check_plan
 from .batching import find_max_batch_size
+from .distributed import min_across_processes
 from .data import get_dataset_spec, make_dataset
 from .data.loaders import IndexedDataset, resolve_num_workers
 from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
+from .identity import EncoderIdentity, encoder_identity
 from .precision import autocast, check_mixed_precision, make_accelerator, resolve_precision
 from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
 from .sizes import encoder_family, resolve_input_size
 from .tasks import TASKS, get_task
-from .training import TrainHeadConfig, train_head
+from .training import TrainHeadConfig, head_key, train_head
 from .validation import benchmark_problems, cells, raise_problems
 
 logger = get_logger(__name__)
@@ -61,7 +63,8 @@ class BenchmarkConfig:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the evaluation split (same images clean and attacked)."})
     batch_size: str = field(default="32", metadata={"help": "Evaluation / attack batch size, or `auto`: the largest that fits in memory."})
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Results, heads and plots go here; re-running resumes."})
-    heads_dir: str | None = field(default=None, metadata={"help": "Load trained heads from here (<encoder>-<dataset>-<task>) instead of training."})
+    heads_dir: str | None = field(default=None, metadata={"help": "Reuse heads trained by an earlier run (its output_dir/heads): a head is taken only if it was trained for this exact encoder (weights fingerprint), dataset, task and head settings; one that differs is refused, naming the difference."})
+    force_heads: bool = field(default=False, metadata={"help": "Reuse --heads_dir heads for the same encoder name, dataset and task even when their identity differs (logged and listed in run_info.json)."})
     data_dir: list[str] = field(default_factory=list, metadata={"help": "Local copies: NAME=PATH per dataset (repeatable), e.g. cityscapes=/data/cs; a bare PATH when only one requested dataset reads files. ShapesWorld is always generated."})
     image_size: int | None = field(default=None, metadata={"help": "Input size: square side (classification), short side and window (dense tasks). Default: the paper's size for the encoder family and dataset (see `hf-ssl-robust info` / hf_ssl_robust.sizes)."})
     num_train_samples: int | None = field(default=None, metadata={"help": "Head training subset (ShapesWorld: how many scenes)."})
@@ -103,9 +106,34 @@ def _slug(*parts: str) -> str:
     return "-".join(display_name(p).replace("/", "_") for p in parts)
 
 
-def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: float) -> dict:
-    """Everything that changes a cell's numbers; a stored cell is reused only if this matches."""
-    return dict(encoder=encoder, task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
+def _train_config(cfg: BenchmarkConfig, encoder_name: str, task: str, dataset: str, output_dir: str | None = None) -> TrainHeadConfig:
+    return TrainHeadConfig(
+        encoder=encoder_name, task=task, dataset=dataset, output_dir=output_dir, data_dir=cfg.data_dirs.get(dataset),
+        image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr, num_train_samples=cfg.num_train_samples,
+        num_workers=cfg.num_workers, seed=cfg.seed, mixed_precision=cfg.mixed_precision,
+        evaluate_test=False,  # the cells score the evaluation split themselves
+    )
+
+
+def _head_key(cfg: BenchmarkConfig, ident: EncoderIdentity, task: str, dataset: str) -> dict:
+    """Everything that changes a trained head (`training.head_key`): a head is reused only when this
+    matches exactly. The encoder is its weights' fingerprint (`identity.py`), never its name: `a/enc`
+    and `b/enc`, or a folder retrained in place, get heads of their own; a copied folder keeps its heads."""
+    return head_key(_train_config(cfg, ident.name, task, dataset), ident.fingerprint, cfg.mixed_precision or "no")
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: float, ident: EncoderIdentity | None = None) -> dict:
+    """Everything that changes a cell's numbers; a stored cell is reused only if this matches
+    (the package version included: a resume after an upgrade recomputes instead of mixing versions)."""
+    from . import __version__
+
+    ident = ident or encoder_identity(encoder)
+    return dict(encoder=encoder, encoder_fingerprint=ident.fingerprint, version=__version__,
+                task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
                 num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
@@ -116,15 +144,16 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
 
 
 def _cell_path(out: Path, key: dict) -> Path:
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return out / "cells" / f"{_slug(key['encoder'], key['dataset'], key['task'])}-{format_eps(key['eps']).replace('/', 'o')}-{digest}.json"
+    return out / "cells" / f"{_slug(key['encoder'], key['dataset'], key['task'])}-{format_eps(key['eps']).replace('/', 'o')}-{_digest(key)}.json"
 
 
 def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) -> list[dict]:
     """Run every cell that is not done yet and write all outputs; returns the records.
 
-    Everything is validated first (`hf_ssl_robust.validation`); dataset x task pairs that do not
-    exist are skipped with one log line each and listed in `run_info.json`.
+    Everything is validated first (`hf_ssl_robust.validation`), then every head a cell needs is
+    resolved (reused, or to be trained) before any work, so a `--heads_dir` head that does not
+    match is refused at once; dataset x task pairs that do not exist are skipped with one log line
+    each and listed in `run_info.json`.
     """
     raise_problems(benchmark_problems(cfg))
     accelerator = accelerator or make_accelerator(cfg.mixed_precision)
@@ -134,7 +163,11 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
     pairs, skipped = cells(cfg)
     for s in skipped:
         logger.warning(f"skipping {s['dataset']} x {s['task']}: {s['reason']}", main_process_only=True)
-    info = {**run_info(cfg, accelerator), "skipped": skipped}
+    identities = {name: encoder_identity(name) for name in cfg.resolved_encoders()}
+    plan, forced = _plan_heads(cfg, identities, pairs, out)  # raises before any work on a mismatching --heads_dir
+    info = {**run_info(cfg, accelerator), "skipped": skipped,
+            "encoder_identities": {n: i.to_dict() for n, i in identities.items()},
+            **({"forced_heads": forced} if forced else {})}
     if accelerator.is_main_process:
         (out / "cells").mkdir(parents=True, exist_ok=True)
         write_json(out / "run_info.json", info)
@@ -143,44 +176,116 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
     logger.info(f"attacks per task: {cfg.attack_plan}" + (" + worst case" if cfg.worst_case else ""), main_process_only=True)
 
     records: list[dict] = []
-    for encoder_name in cfg.resolved_encoders():
+    reused = computed = 0
+    for encoder_name, ident in identities.items():
         encoder = None
         for dataset, task_name in pairs:
             task = get_task(task_name)
-            keys = [_cell_key(cfg, encoder_name, task_name, dataset, eps) for eps in cfg.eps_values]
+            keys = [_cell_key(cfg, encoder_name, task_name, dataset, eps, ident) for eps in cfg.eps_values]
             todo = [k for k in keys if not _cell_path(out, k).is_file()]
+            reused += len(keys) - len(todo)
             if todo:
                 encoder = encoder if encoder is not None else load_encoder(encoder_name)
-                model, spec = _head(cfg, encoder, encoder_name, task_name, dataset, accelerator)
+                model, spec = _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, plan[(encoder_name, dataset, task_name)])
                 for key in todo:
-                    _run_cell(cfg, key, model, task, spec, accelerator, out)
+                    _run_cell(cfg, key, model, task, spec, accelerator, out, ident)
+                    computed += 1
             for key in keys:
                 records.extend(json.loads(_cell_path(out, key).read_text())["records"])
+    logger.info(f"{reused} cell(s) reused from {out / 'cells'}, {computed} computed", main_process_only=True)
     records = _dedupe_clean(records)
     if accelerator.is_main_process:
         write_outputs(records, out)
         # wall time of this invocation (cells reused from an earlier run cost nothing here)
-        write_json(out / "run_info.json", {**info, "wall_seconds": round(time.perf_counter() - started, 1)})
+        write_json(out / "run_info.json", {**info, "cells_reused": reused, "cells_computed": computed,
+                                           "wall_seconds": round(time.perf_counter() - started, 1)})
     accelerator.wait_for_everyone()
     return records
 
 
-def _head(cfg, encoder, encoder_name, task_name, dataset, accelerator):
+def _is_head(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "train_metrics.json").is_file()
+
+
+def _stored_key(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "train_metrics.json").read_text()).get("key")
+    except (OSError, ValueError):
+        return None
+
+
+def _head_folder(cfg: BenchmarkConfig, encoder_name: str, key: dict) -> Path:
+    return Path(cfg.output_dir) / "heads" / f"{_slug(encoder_name, key['dataset'], key['task'])}-{_digest(key)}"
+
+
+def _plan_heads(cfg, identities, pairs, out) -> tuple[dict, list[dict]]:
+    """(encoder, dataset, task) -> (head key, folder to load or None to train); all `--heads_dir`
+    problems at once, before any work. Returns the plan and the heads reused by `--force_heads`."""
+    plan, problems, forced = {}, [], []
+    given = sorted(p for p in Path(cfg.heads_dir).iterdir() if _is_head(p)) if cfg.heads_dir and Path(cfg.heads_dir).is_dir() else []
+    if cfg.heads_dir and Path(cfg.heads_dir).is_dir() and _is_head(Path(cfg.heads_dir)):
+        given.append(Path(cfg.heads_dir))  # a single head folder
+    if cfg.heads_dir and not Path(cfg.heads_dir).is_dir():
+        problems.append(f"--heads_dir {cfg.heads_dir}: no such folder.")
+    for encoder_name, ident in identities.items():
+        for dataset, task_name in pairs:
+            key = _head_key(cfg, ident, task_name, dataset)
+            own = _head_folder(cfg, encoder_name, key)
+            found = own if _is_head(own) and _stored_key(own) == key else None
+            if found is None and given:
+                found, problem = _match_given(given, key, encoder_name, cfg.force_heads)
+                if problem:
+                    problems.append(problem)
+                elif found is not None and _stored_key(found) != key:
+                    forced.append({"encoder": encoder_name, "dataset": dataset, "task": task_name, "head": str(found),
+                                   "differences": _differences(_stored_key(found), key)})
+                    logger.warning(f"--force_heads: reusing {found} for {encoder_name} although {forced[-1]['differences']}",
+                                   main_process_only=True)
+            plan[(encoder_name, dataset, task_name)] = (key, found)
+    raise_problems(problems)
+    return plan, forced
+
+
+def _differences(stored: dict | None, key: dict) -> str:
+    if stored is None:
+        return "it records no identity (trained by an older version)"
+    diffs = [f"{k}: {stored.get(k)!r} there, {key.get(k)!r} here" for k in sorted(set(stored) | set(key)) if stored.get(k) != key.get(k)]
+    return "; ".join(diffs)
+
+
+def _match_given(given: list[Path], key: dict, encoder_name: str, force: bool) -> tuple[Path | None, str | None]:
+    """The `--heads_dir` head trained for exactly `key`; else a problem naming how the nearest one differs
+    (None, None when it holds nothing for this encoder, dataset and task: the head is trained)."""
+    near = []
+    for folder in given:
+        stored = _stored_key(folder)
+        if stored == key:
+            return folder, None
+        same_cell = stored is not None and (stored.get("task"), stored.get("dataset")) == (key["task"], key["dataset"])
+        same_name = folder.name.startswith(_slug(encoder_name, key["dataset"], key["task"]))
+        if (same_cell and stored.get("encoder_fingerprint") == key["encoder_fingerprint"]) or same_name:
+            near.append(folder)
+    if not near:
+        return None, None
+    if force:
+        return near[0], None
+    return None, (f"--heads_dir head {near[0]} does not match {encoder_name} / {key['dataset']} / {key['task']}: "
+                  f"{_differences(_stored_key(near[0]), key)}. Train a new head (drop --heads_dir), or pass --force_heads "
+                  "to reuse it anyway.")
+
+
+def _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, planned):
     spec = get_dataset_spec(dataset, task=task_name)
     task = get_task(task_name)
-    slug = _slug(encoder_name, dataset, task_name)
-    for folder in ([Path(cfg.heads_dir) / slug] if cfg.heads_dir else []) + [Path(cfg.output_dir) / "heads" / slug]:
-        if (folder / "config.json").is_file() and (folder / "train_metrics.json").is_file():
-            logger.info(f"loading head {folder}", main_process_only=True)
-            return task.head_class.from_pretrained(folder).eval(), spec
-    train_cfg = TrainHeadConfig(
-        encoder=encoder_name, task=task_name, dataset=dataset, output_dir=str(Path(cfg.output_dir) / "heads" / slug),
-        data_dir=cfg.data_dirs.get(dataset), image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr,
-        num_train_samples=cfg.num_train_samples, num_workers=cfg.num_workers, seed=cfg.seed,
-        mixed_precision=cfg.mixed_precision,
-    )
-    model, _ = train_head(train_cfg, accelerator=accelerator, encoder=encoder)
-    return model.eval(), spec
+    key, found = planned
+    if found is not None:
+        logger.info(f"loading head {found}", main_process_only=True)
+        return task.head_class.from_pretrained(found).to(accelerator.device).eval(), spec
+    train_cfg = _train_config(cfg, encoder_name, task_name, dataset, output_dir=str(_head_folder(cfg, encoder_name, key)))
+    model, info = train_head(train_cfg, accelerator=accelerator, encoder=encoder)
+    if info["key"] != key:  # the planner and the trainer must agree, or the head would never be found again
+        raise RuntimeError(f"head key mismatch: planned {key}, trained {info['key']}")
+    return model.to(accelerator.device).eval(), spec
 
 
 def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, start: int = 512, accelerator=None,
@@ -213,7 +318,7 @@ def largest_item(dataset, max_scan: int = 256) -> dict:
     return max(items, key=lambda item: item["pixel_values"].shape[-2] * item["pixel_values"].shape[-1])
 
 
-def _run_cell(cfg, key, model, task, spec, accelerator, out):
+def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdentity):
     eps = key["eps"]
     attacks = {
         name: build_attack(name, task, spec, eps=eps, step_size=cfg.attack_step_size(eps), steps=cfg.steps, norm=cfg.norm,
@@ -221,14 +326,13 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
         for name in get_task(key["task"]).attacks(cfg.attacks)  # the order asked for (the key's list is sorted)
     }
     image_size = resolve_input_size(encoder_family(model.encoder.config), spec, cfg.image_size).size
+    # --max_eval_samples: a seeded subset of the whole split (make_dataset), the same on every process
     dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dirs.get(spec.name), image_size=image_size)
-    if cfg.max_eval_samples is not None and len(dataset) > cfg.max_eval_samples:
-        idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_eval_samples]
-        dataset = torch.utils.data.Subset(dataset, sorted(idx.tolist()))
     dataset = IndexedDataset(dataset)  # per-image attack seeds: numbers independent of the batch size
     batch_size = cfg.batch_size
     if batch_size == "auto":
-        batch_size = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key, accelerator=accelerator)
+        measured = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key, accelerator=accelerator)
+        batch_size = min_across_processes(measured, accelerator)  # one size on every process, before any loader exists
         logger.info(f"--batch_size auto: {batch_size}", main_process_only=True)
     workers = resolve_num_workers(cfg.num_workers, dataset)
     loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers))
@@ -251,7 +355,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out):
             if metric in ("num_samples", "num_scored"):
                 continue
             records.append(dict(
-                encoder=key["encoder"], task=task.name, dataset=spec.name, attack=attack_name,
+                encoder=key["encoder"], encoder_id=ident.source or ident.name, encoder_fingerprint=ident.fingerprint, task=task.name, dataset=spec.name, attack=attack_name,
                 eps=0.0 if attack_name == "none" else eps, steps=0 if attack_name == "none" else cfg.steps,
                 step_size=0.0 if attack_name == "none" else cfg.attack_step_size(eps), norm=cfg.norm,
                 metric=metric, value=value, num_samples=metrics["num_samples"], seconds=round(seconds, 2),

@@ -116,6 +116,7 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
     """Tables laid out like the paper's Tables 1–3: one per task, rows (dataset, encoder),
     columns Clean, then EmbedAttack and the task attack at every ε measured."""
     metrics = {**{t: m for t, (_, m) in TASK_TABLES.items()}, **(metrics or {})}
+    names = encoder_names(records)
     blocks = []
     for task in _ordered(r["task"] for r in records):
         metric = metrics.get(task, "value")
@@ -147,7 +148,7 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
                         and (attack == "none" or abs(float(r["eps"]) - eps) < 1e-9)
                     ]
                     cells.append(_fmt(match[-1] if match else None, metric))
-                lines.append(f"| {dataset} | {display_name(encoder)} | " + " | ".join(cells) + " |")
+                lines.append(f"| {dataset} | {names[encoder]} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -155,6 +156,13 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
 def display_name(encoder: str) -> str:
     """Short encoder name for tables: the last path component of a folder or Hub id."""
     return Path(str(encoder).rstrip("/")).name or str(encoder)
+
+
+def encoder_names(records: Sequence[dict]) -> dict[str, str]:
+    """Encoder -> its table name: the basename, with parent folders where two encoders share it."""
+    from .identity import unique_display_names
+
+    return unique_display_names(_ordered(r["encoder"] for r in records))
 
 
 def _ordered(values: Iterable[str]) -> list[str]:
@@ -176,6 +184,7 @@ def plot_robustness_curves(records: Sequence[dict], path: str | os.PathLike, met
     if not tasks:
         return None
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False)
+    names = encoder_names(records)
     for ax, task in zip(axes[0], tasks):
         metric = metrics[task]
         rows = [r for r in records if r["task"] == task and r["metric"] == metric]
@@ -190,7 +199,7 @@ def plot_robustness_curves(records: Sequence[dict], path: str | os.PathLike, met
                     xs = [e * 255 for e, _ in pts]
                     style = {"embed": "-o", "worst": "-D"}.get(attack, ":^" if attack.startswith("apgd") else "--s")
                     ax.plot(xs, [v for _, v in pts], style, ms=4, lw=2.2 if attack == "worst" else 1.2,
-                            label=f"{display_name(encoder)} · {attack_title(attack)}")
+                            label=f"{names[encoder]} · {attack_title(attack)}")
         ax.set_title(f"{task} ({rows[0]['dataset'] if len({r['dataset'] for r in rows}) == 1 else 'all datasets'})")
         ax.set_xlabel("ε (×1/255)")
         ax.set_ylabel(metric + (" (lower is better)" if metric == "rmse" else ""))

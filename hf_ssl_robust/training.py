@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -26,7 +26,9 @@ from .data import get_dataset_spec, make_dataset
 from .data.loaders import resolve_num_workers
 from .data.loading import collate
 from .data.transforms import RandomHorizontalFlip, eval_transform, train_transform
+from .distributed import GlobalBatchSampler, global_mean_weight, synced_batchnorm
 from .encoders import load_encoder
+from .identity import encoder_identity
 from .evaluation import evaluate
 from .precision import autocast, check_mixed_precision, make_accelerator, resolve_precision
 from .results import write_json
@@ -66,6 +68,7 @@ class TrainHeadConfig:
     num_train_samples: int | None = field(default=None, metadata={"help": "Subset of the training split (ShapesWorld: how many to render)."})
     num_eval_samples: int | None = field(default=None, metadata={"help": "Subset of the evaluation split."})
     eval_batch_size: int = 64
+    evaluate_test: bool = field(default=True, metadata={"help": "Score the trained head on the evaluation split (the benchmark scores it itself)."})
     mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16 (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
     num_workers: str = field(default="auto", metadata={"help": "DataLoader workers; auto: none for in-memory data (ShapesWorld, cached features), else up to 8 (one core left free)."})
     seed: int = 0
@@ -121,16 +124,26 @@ def _cache_size_gb(model, task, n: int, image_size: int, views: int) -> float:
 
 @torch.no_grad()
 def _extract(model, dataset, task, views: int, batch_size: int, show: bool, num_workers="auto", accelerator=None):
+    """Features of every image (and its mirror) of `dataset`, in dataset order, on the accelerator's device.
+
+    Each process encodes its share of the batches (a prepared loader) and the shares are gathered, so
+    N processes encode N times faster and every process ends with the same, complete cache."""
     feats, targets = [[] for _ in range(views)], [[] for _ in range(views)]
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=resolve_num_workers(num_workers, dataset))
+    if accelerator is not None:
+        model = model.to(accelerator.device)
+        loader = accelerator.prepare(loader)  # batches on the device; process r gets batches r, r + N, ...
+    gather = accelerator.gather_for_metrics if accelerator is not None else (lambda x: x)
     for batch in tqdm(loader, desc="caching features", disable=not show, leave=False):
         for v in range(views):
             sample = {"pixel_values": batch["pixel_values"], task.target_key: batch[task.target_key]}
             if v == 1:
                 sample = _flip_sample(sample)
             with autocast(accelerator):  # features in the run's precision, stored in fp32
-                feats[v].append(model.encode_features(sample["pixel_values"]).float())
-            targets[v].append(sample[task.target_key])
+                f = model.encode_features(sample["pixel_values"]).float()
+            f, t = gather((f, sample[task.target_key]))  # in batch order; the padding of the last batch dropped
+            feats[v].append(f)
+            targets[v].append(t)
     return torch.stack([torch.cat(f) for f in feats]), torch.stack([torch.cat(t) for t in targets])
 
 
@@ -165,9 +178,9 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     n_val = max(1, round(cfg.val_fraction * len(base)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
-    eval_ds = make_dataset(spec, "eval", num_samples=cfg.num_eval_samples, **data_kw)
+    eval_ds = make_dataset(spec, "eval", num_samples=cfg.num_eval_samples, **data_kw) if cfg.evaluate_test else None
 
-    probe = task.head_class.from_encoder(encoder, **head_kwargs)
+    probe = task.head_class.from_encoder(encoder, **head_kwargs).to(accelerator.device)
     flips_only = task.name == "classification" or spec.source == "synthetic"
     views = 2 if cfg.augment else 1
     use_cache = cfg.cache_features == "yes" or (
@@ -205,15 +218,18 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     timings["train_s"] = sum(a["seconds"] for a in attempts)
     model = result["model"]
 
-    eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate,
-                                                 num_workers=resolve_num_workers(cfg.num_workers, eval_ds)))
-    clean = evaluate(model, eval_loader, task, spec, accelerator=accelerator, desc="test")["none"]
+    clean = None
+    if eval_ds is not None:
+        eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate,
+                                                     num_workers=resolve_num_workers(cfg.num_workers, eval_ds)))
+        clean = evaluate(model, eval_loader, task, spec, accelerator=accelerator, desc="test")["none"]
     info = {
         "task": task.name, "encoder": str(cfg.encoder or encoder.name_or_path), "dataset": spec.name,
         "eval_split": spec.eval_split, "metrics": clean, "validation": result["best_val"],
         "best_epoch": result["best_epoch"], "hyperparameters": {**hp, "lr": lr}, "lr_search": attempts,
         "image_size": image_size, "input_size": size, "window_stride": inp.stride, "feature_cache": use_cache, "num_train": len(train_idx), "num_val": n_val,
-        "timings": timings, "mixed_precision": precision, "config": asdict(cfg),
+        "timings": timings, "mixed_precision": precision, "num_processes": accelerator.num_processes, "config": asdict(cfg),
+        "key": head_key(cfg, encoder_identity(cfg.encoder or encoder.backbone).fingerprint, precision),
     }
     if cfg.output_dir is not None:
         out = Path(cfg.output_dir)
@@ -225,12 +241,28 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     return accelerator.unwrap_model(model), info
 
 
+# Settings that do not change the trained head (where it is saved, how fast it is made, what is scored after).
+_NOT_IN_KEY = ("encoder", "output_dir", "num_workers", "eval_batch_size", "evaluate_test", "num_eval_samples", "max_cache_gb")
+
+
+def head_key(cfg: TrainHeadConfig, encoder_fingerprint: str, precision: str) -> dict:
+    """The identity of the head `cfg` trains: the encoder's weights fingerprint (`identity.py`), the data
+    and every setting that changes the head. Saved in `train_metrics.json` as `key`; the benchmark reuses
+    a head only when its key is equal."""
+    key = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_KEY}
+    key.update(data_dir=str(Path(cfg.data_dir).resolve()) if cfg.data_dir else None, mixed_precision=precision,
+               encoder_fingerprint=encoder_fingerprint)
+    return key
+
+
 def _score(metrics: dict, task) -> float:
     value = metrics[task.primary_metric]
     return value if task.higher_is_better else -value
 
 
 def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accelerator, image_size, use_cache) -> dict:
+    """Train on global batches of `hp["batch_size"]` split across processes (`distributed.py`): the same
+    order, the same gradient and the same BatchNorm statistics on 1 or N processes."""
     params = list(model.head_parameters())
     if hp["optimizer"] == "adam":
         opt = torch.optim.Adam(params, lr=lr, weight_decay=hp["weight_decay"])
@@ -238,30 +270,38 @@ def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accel
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"])
     else:
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=hp["weight_decay"])
-    loader = DataLoader(train_data, batch_size=hp["batch_size"], shuffle=True, collate_fn=collate_fn,
-                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_data) > hp["batch_size"],
+    world, device = accelerator.num_processes, accelerator.device
+    global_batch = hp["batch_size"]
+    sampler = GlobalBatchSampler(len(train_data), global_batch, seed=cfg.seed, world=world, rank=accelerator.process_index,
+                                 drop_last=len(train_data) > global_batch)
+    # Not prepared: the sampler already gives this process its share of every global batch.
+    loader = DataLoader(train_data, batch_sampler=sampler, collate_fn=collate_fn,
                         num_workers=resolve_num_workers(cfg.num_workers, train_data))
     val_loader = DataLoader(val_data, batch_size=cfg.eval_batch_size, collate_fn=collate, num_workers=resolve_num_workers(cfg.num_workers, val_data))
-    model, opt, loader, val_loader = accelerator.prepare(model, opt, loader, val_loader)
+    model, opt, val_loader = accelerator.prepare(model, opt, val_loader)
     best, best_val, best_epoch, diverged = None, None, -1, False
     start = time.perf_counter()
     bar = tqdm(range(hp["epochs"]), desc=f"train {task.name} head", disable=not accelerator.is_local_main_process)
     for epoch in bar:
-        if hasattr(train_data, "set_epoch"):
-            train_data.set_epoch(epoch)
+        _set_epoch(train_data, epoch)
         model.train()
-        total, count = torch.zeros(()), 0
-        for batch in loader:
-            if use_cache:
-                out = model(features=batch["features"], labels=batch["target"], image_size=(image_size, image_size))
-            else:
-                out = model(pixel_values=batch["pixel_values"], labels=batch[task.target_key])
-            opt.zero_grad(set_to_none=True)
-            accelerator.backward(out.loss)
-            opt.step()
-            total += out.loss.detach()
-            count += 1
-        mean_loss = float(total) / max(count, 1)
+        total, count = torch.zeros((), device=device), 0
+        with synced_batchnorm(model, world):
+            for batch in loader:
+                batch = send_to_device(batch, device)
+                if use_cache:
+                    out = model(features=batch["features"], labels=batch["target"], image_size=(image_size, image_size))
+                    local = batch["features"].shape[0]
+                else:
+                    out = model(pixel_values=batch["pixel_values"], labels=batch[task.target_key])
+                    local = batch["pixel_values"].shape[0]
+                size = min(global_batch, len(train_data))  # a single, partial global batch when the set is small
+                opt.zero_grad(set_to_none=True)
+                accelerator.backward(out.loss * global_mean_weight(local, size, world))
+                opt.step()
+                total += out.loss.detach()
+                count += 1
+        mean_loss = float(accelerator.reduce(total, reduction="mean")) / max(count, 1)
         if not math.isfinite(mean_loss):
             diverged = True
             break
@@ -276,3 +316,11 @@ def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accel
     return {"model": model, "best_val": best_val, "best_epoch": best_epoch, "diverged": diverged or best is None,
             "seconds": time.perf_counter() - start}
 
+
+def _set_epoch(data, epoch: int) -> None:
+    """Tell a dataset (or the dataset under a `Subset`) the epoch: it seeds the per-sample augmentation."""
+    while data is not None:
+        if hasattr(data, "set_epoch"):
+            data.set_epoch(epoch)
+            return
+        data = getattr(data, "dataset", None)
