@@ -72,6 +72,7 @@ class BenchmarkConfig:
     head_lr: float | None = field(default=None, metadata={"help": "Override the paper's head learning rate (all tasks)."})
     num_examples: int = field(default=4, metadata={"help": "Images in each clean-vs-adversarial example figure."})
     num_workers: str = field(default="auto", metadata={"help": "DataLoader workers for head training and evaluation; auto: none for in-memory ShapesWorld, else up to 8 (one core left free)."})
+    priors: str = field(default="auto", metadata={"help": "Image-free prior rows (majority class, per-pixel class prior, per-pixel mean depth from the training split): auto = for generated data (cheap), yes = every dataset (reads the training split once more), no."})
     dry_run: bool = field(default=False, metadata={"help": "Print every cell that would run (sizes, windows, head settings, forward/backward passes) without loading weights or data."})
     mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16: autocast for attacks and evaluation (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
     seed: int = 0
@@ -177,6 +178,7 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
 
     records: list[dict] = []
     reused = computed = 0
+    timings: dict = {"load_encoder_s": 0.0, "heads": [], "cells": []}  # per phase, this invocation only
     for encoder_name, ident in identities.items():
         encoder = None
         for dataset, task_name in pairs:
@@ -185,22 +187,41 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
             todo = [k for k in keys if not _cell_path(out, k).is_file()]
             reused += len(keys) - len(todo)
             if todo:
+                t0 = time.perf_counter()
                 encoder = encoder if encoder is not None else load_encoder(encoder_name)
-                model, spec = _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, plan[(encoder_name, dataset, task_name)])
+                timings["load_encoder_s"] += time.perf_counter() - t0
+                model, spec, head_times = _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, plan[(encoder_name, dataset, task_name)])
+                timings["heads"].append({"encoder": encoder_name, "dataset": dataset, "task": task_name, **head_times})
                 for key in todo:
-                    _run_cell(cfg, key, model, task, spec, accelerator, out, ident)
+                    cell_times = _run_cell(cfg, key, model, task, spec, accelerator, out, ident)
+                    timings["cells"].append({"encoder": encoder_name, "dataset": dataset, "task": task_name, "eps": key["eps"], **cell_times})
                     computed += 1
             for key in keys:
                 records.extend(json.loads(_cell_path(out, key).read_text())["records"])
     logger.info(f"{reused} cell(s) reused from {out / 'cells'}, {computed} computed", main_process_only=True)
-    records = _dedupe_clean(records)
+    t0 = time.perf_counter()
+    priors = [r for dataset, task_name in pairs for r in _prior_records(cfg, dataset, task_name, identities, accelerator, out)]
+    timings["priors_s"] = time.perf_counter() - t0
+    records = _dedupe_clean(records + priors)
     if accelerator.is_main_process:
+        t0 = time.perf_counter()
         write_outputs(records, out)
+        timings["outputs_s"] = time.perf_counter() - t0
         # wall time of this invocation (cells reused from an earlier run cost nothing here)
         write_json(out / "run_info.json", {**info, "cells_reused": reused, "cells_computed": computed,
-                                           "wall_seconds": round(time.perf_counter() - started, 1)})
+                                           "timings": _round_times(timings), "wall_seconds": round(time.perf_counter() - started, 1)})
     accelerator.wait_for_everyone()
     return records
+
+
+def _round_times(value):
+    if isinstance(value, float):
+        return round(value, 2)
+    if isinstance(value, dict):
+        return {k: _round_times(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round_times(v) for v in value]
+    return value
 
 
 def _is_head(folder: Path) -> bool:
@@ -280,12 +301,14 @@ def _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, pl
     key, found = planned
     if found is not None:
         logger.info(f"loading head {found}", main_process_only=True)
-        return task.head_class.from_pretrained(found).to(accelerator.device).eval(), spec
+        t0 = time.perf_counter()
+        model = task.head_class.from_pretrained(found).to(accelerator.device).eval()
+        return model, spec, {"loaded_s": time.perf_counter() - t0}
     train_cfg = _train_config(cfg, encoder_name, task_name, dataset, output_dir=str(_head_folder(cfg, encoder_name, key)))
     model, info = train_head(train_cfg, accelerator=accelerator, encoder=encoder)
     if info["key"] != key:  # the planner and the trainer must agree, or the head would never be found again
         raise RuntimeError(f"head key mismatch: planned {key}, trained {info['key']}")
-    return model.to(accelerator.device).eval(), spec
+    return model.to(accelerator.device).eval(), spec, dict(info["timings"])
 
 
 def auto_batch_size(model, attacks: dict, dataset, device, target_key: str, start: int = 512, accelerator=None,
@@ -326,14 +349,19 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
         for name in get_task(key["task"]).attacks(cfg.attacks)  # the order asked for (the key's list is sorted)
     }
     image_size = resolve_input_size(encoder_family(model.encoder.config), spec, cfg.image_size).size
+    times = {}
+    t0 = time.perf_counter()
     # --max_eval_samples: a seeded subset of the whole split (make_dataset), the same on every process
     dataset = make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, seed=cfg.seed, data_dir=cfg.data_dirs.get(spec.name), image_size=image_size)
     dataset = IndexedDataset(dataset)  # per-image attack seeds: numbers independent of the batch size
+    times["data_s"] = time.perf_counter() - t0
     batch_size = cfg.batch_size
+    t0 = time.perf_counter()
     if batch_size == "auto":
         measured = auto_batch_size(model, attacks, dataset, accelerator.device, task.target_key, accelerator=accelerator)
         batch_size = min_across_processes(measured, accelerator)  # one size on every process, before any loader exists
         logger.info(f"--batch_size auto: {batch_size}", main_process_only=True)
+        times["batch_size_auto_s"] = time.perf_counter() - t0
     workers = resolve_num_workers(cfg.num_workers, dataset)
     loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers))
     examples: dict = {}
@@ -349,6 +377,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
     results = evaluate(model, loader, task, spec, attacks=attacks, accelerator=accelerator, desc=desc, on_batch=keep_examples,
                        worst_case=cfg.worst_case)
     seconds = time.perf_counter() - start
+    times["evaluate_s"] = seconds
     records = []
     for attack_name, metrics in results.items():
         for metric, value in metrics.items():
@@ -361,10 +390,55 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
                 metric=metric, value=value, num_samples=metrics["num_samples"], seconds=round(seconds, 2),
             ))
     if accelerator.is_main_process:
+        t0 = time.perf_counter()
         if examples and cfg.num_examples:
             plot_examples(examples, task, spec, eps, out / f"examples_{_slug(key['encoder'], spec.name, task.name)}_{format_eps(eps).replace('/', 'o')}.png")
+        times["examples_plot_s"] = time.perf_counter() - t0
         write_json(_cell_path(out, key), {"key": key, "records": records})
     accelerator.wait_for_everyone()
+    return times
+
+
+def _prior_records(cfg, dataset, task_name, identities, accelerator, out) -> list[dict]:
+    """The image-free prior's records for one dataset x task (`priors.py`), cached like a cell."""
+    from . import __version__
+    from .priors import PRIOR_ENCODER, fit_prior, score_prior
+
+    spec = get_dataset_spec(dataset, task=task_name)
+    if cfg.priors == "no" or (cfg.priors == "auto" and spec.source != "synthetic"):
+        return []
+    first = next(iter(identities))
+    size = resolve_input_size(_family_of(first), spec, cfg.image_size).size
+    key = dict(encoder=PRIOR_ENCODER, task=task_name, dataset=dataset, image_size=size, seed=cfg.seed, version=__version__,
+               num_train_samples=cfg.num_train_samples, max_eval_samples=cfg.max_eval_samples, data_dir=cfg.data_dirs.get(dataset))
+    path = out / "cells" / f"prior-{dataset}-{task_name}-{_digest(key)}.json"
+    if not path.is_file():
+        task = get_task(task_name)
+        data_kw = dict(seed=cfg.seed, data_dir=cfg.data_dirs.get(dataset), image_size=size)
+        prior = fit_prior(task, spec, make_dataset(spec, "train", num_samples=cfg.num_train_samples, **data_kw))
+        metrics = score_prior(prior, task, spec, make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, **data_kw))
+        records = [dict(encoder=PRIOR_ENCODER, encoder_id=PRIOR_ENCODER, encoder_fingerprint=None, task=task_name, dataset=dataset,
+                        attack="none", eps=0.0, steps=0, step_size=0.0, norm=cfg.norm, metric=metric, value=value,
+                        num_samples=metrics["num_samples"], seconds=0.0)
+                   for metric, value in metrics.items() if metric not in ("num_samples", "num_scored")]
+        if accelerator.is_main_process:
+            write_json(path, {"key": key, "records": records})
+        accelerator.wait_for_everyone()
+    return json.loads(path.read_text())["records"]
+
+
+def _family_of(encoder_name: str) -> str | None:
+    """The sizes table's family of an encoder, from its config alone (None when it cannot be read)."""
+    from transformers import AutoConfig
+
+    from .encoders import resolve_encoder_name
+    from .families import get_family
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_encoder_name(encoder_name))
+        return encoder_family(get_family(config).backbone_config(config))
+    except (OSError, ValueError):
+        return None
 
 
 def _dedupe_clean(records: list[dict]) -> list[dict]:

@@ -149,6 +149,10 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
                     ]
                     cells.append(_fmt(match[-1] if match else None, metric))
                 lines.append(f"| {dataset} | {names[encoder]} | " + " | ".join(cells) + " |")
+        if any(r["encoder"] == "prior" for r in rows):
+            from .priors import PRIOR_NAMES
+
+            lines += ["", f"`prior`: the image-free {PRIOR_NAMES.get(task, 'prior')} of the training split (no encoder; an attack cannot change it)."]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -191,6 +195,9 @@ def plot_robustness_curves(records: Sequence[dict], path: str | os.PathLike, met
         for dataset in _ordered(r["dataset"] for r in rows):
             for encoder in _ordered(r["encoder"] for r in rows if r["dataset"] == dataset):
                 mine = [r for r in rows if r["dataset"] == dataset and r["encoder"] == encoder]
+                if encoder == "prior":  # image-free: one value whatever the attack
+                    ax.axhline(mine[0]["value"], color="0.4", ls="--", lw=1.0, label=f"image-free prior ({dataset})")
+                    continue
                 clean = [r["value"] for r in mine if r["attack"] == "none"]
                 for attack in sorted({r["attack"] for r in mine if r["attack"] != "none"}, key=_attack_order):
                     pts = sorted((float(r["eps"]), r["value"]) for r in mine if r["attack"] == attack)

@@ -172,6 +172,8 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     head_kwargs = task.head_kwargs(spec, image_size, window_stride=inp.stride)
     show = accelerator.is_local_main_process
 
+    timings = {}
+    start = time.perf_counter()
     data_kw = dict(data_dir=cfg.data_dir, image_size=size, seed=cfg.seed)
     base = make_dataset(spec, "train", num_samples=cfg.num_train_samples, **data_kw,
                         transform=None if spec.source == "synthetic" else eval_transform(task.name, size, ignore_index=spec.ignore_index))
@@ -186,7 +188,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     use_cache = cfg.cache_features == "yes" or (
         cfg.cache_features == "auto" and flips_only and _cache_size_gb(probe, task, len(train_idx), image_size, views) < cfg.max_cache_gb
     )
-    timings = {}
+    timings["data_s"] = time.perf_counter() - start
     start = time.perf_counter()
     if use_cache:
         feats, targets = _extract(probe, Subset(base, train_idx), task, views, cfg.eval_batch_size, show, cfg.num_workers, accelerator)
@@ -219,10 +221,12 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     model = result["model"]
 
     clean = None
+    start = time.perf_counter()
     if eval_ds is not None:
         eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate,
                                                      num_workers=resolve_num_workers(cfg.num_workers, eval_ds)))
         clean = evaluate(model, eval_loader, task, spec, accelerator=accelerator, desc="test")["none"]
+        timings["test_s"] = time.perf_counter() - start
     info = {
         "task": task.name, "encoder": str(cfg.encoder or encoder.name_or_path), "dataset": spec.name,
         "eval_split": spec.eval_split, "metrics": clean, "validation": result["best_val"],
