@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from huggingface_hub import HfApi, snapshot_download
 
 from .results import TASK_TABLES, format_eps
 
@@ -338,8 +339,6 @@ def push_results(run_dir: str | os.PathLike, repo_id: str, *, private: bool = Fa
         ValueError: a bad `repo_id`, or the run fails `run_records`.
         HubPushError: offline, not logged in, no rights; the Hub's own error is its `__cause__`.
     """
-    from huggingface_hub import HfApi
-
     from . import hub
 
     if not _HUB_ID.match(repo_id or ""):
@@ -386,8 +385,6 @@ def read_source(source: str | os.PathLike) -> list[dict]:
             return read_dataset_folder(path)
         return run_records(path)
     if _HUB_ID.match(str(source)):
-        from huggingface_hub import snapshot_download
-
         try:
             local = snapshot_download(str(source), repo_type="dataset", allow_patterns=["*.parquet", "**/*.parquet", "README.md"])
         except Exception as err:  # noqa: BLE001 - offline, missing, private: one message
