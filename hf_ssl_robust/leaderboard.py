@@ -28,6 +28,7 @@ from .results import _attack_order, attack_title, display_name, format_eps
 from .sharing import HIGHER_IS_BETTER, PRIMARY_METRIC, dedupe, protocol_of, read_source
 
 TASK_ORDER = {"classification": 0, "segmentation": 1, "depth": 2}
+TEXT_COLUMNS = ("encoder", "family", "evaluation", "flags", "card", "runs")  # every other column of a board is a number
 PROTOCOL_KEYS = ("steps", "step_size", "restarts", "num_samples", "image_size")
 
 
@@ -59,7 +60,8 @@ class Board:
     def protocol_text(self) -> str:
         p = self.protocol
         size = f"{p['image_size']} px" if p.get("image_size") else "paper image size per family"
-        return (f"{p['steps']} steps of {format_eps(p['step_size'])}, {p['restarts']} restart{'s' if p['restarts'] != 1 else ''}, "
+        step = f"{p['step_size'] * 255:.3g}/255" if p.get("step_size") is not None else "?"
+        return (f"{p['steps']} steps of {step}, {p['restarts']} restart{'s' if p['restarts'] != 1 else ''}, "
                 f"{p['num_samples']} images, {size}")  # fmt: skip
 
 
@@ -114,7 +116,7 @@ def build_boards(rows: Sequence[dict]) -> list[Board]:
     boards = []
     for (task, dataset, metric, norm, eps), by_protocol in groups.items():
         higher = HIGHER_IS_BETTER[metric]
-        for i, (protocol, members) in enumerate(sorted(by_protocol.items(), key=lambda kv: str(kv[0]))):
+        for i, (protocol, members) in enumerate(sorted(by_protocol.items(), key=lambda kv: _protocol_order(kv[0]))):
             clean = [r for r in primary if r["attack"] == "none" and (r["task"], r["dataset"], r["metric"]) == (task, dataset, metric)]
             board_rows = _board_rows(members, clean, higher, names)
             board_rows += _prior_rows(clean)
@@ -127,8 +129,12 @@ def build_boards(rows: Sequence[dict]) -> list[Board]:
                 board.note = (f"⚠ Protocol {i + 1} of {len(by_protocol)} measured for this threat model: the boards of "
                               "different protocols are not ranked against each other.")  # fmt: skip
             boards.append(board)
-    boards.sort(key=lambda b: (TASK_ORDER.get(b.task, 9), b.task, b.dataset, b.norm, b.eps, str(b.protocol)))
+    boards.sort(key=lambda b: (TASK_ORDER.get(b.task, 9), b.task, b.dataset, b.norm, b.eps, _protocol_order(b.protocol.values())))
     return boards
+
+
+def _protocol_order(protocol) -> tuple:
+    return tuple((v is None, v or 0) for v in protocol)
 
 
 def _board_rows(members: list[dict], clean: list[dict], higher: bool, names: dict[str, str]) -> list[dict]:
@@ -205,7 +211,7 @@ def board_table(board: Board, sort_by: str | None = None, descending: bool | Non
     headers = board_columns(board)
     rows = []
     for r in board.rows:
-        rows.append([r["rank"] if r["rank"] is not None else "–", r["encoder"], r.get("family") or "–", _round(r["strongest"]),
+        rows.append([r["rank"], r["encoder"], r.get("family") or "–", _round(r["strongest"]),
                      r["evaluation"] or "–", _round(r["clean"]), *[_round(r["attacks"].get(a)) for a in board.attacks],
                      ", ".join(r["flags"]) or "", _round(r["cost_seconds"]), r.get("card") or "", ", ".join(r["runs"])])  # fmt: skip
     if sort_by:
