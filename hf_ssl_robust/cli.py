@@ -110,15 +110,16 @@ def push_main(argv: list[str] | None = None) -> int:
     parser.add_argument("repo_id", help="Hub repository, e.g. me/dino-vitb16-deacl.")
     parser.add_argument("--results", default=None, help="results.json of a benchmark to put in the card.")
     parser.add_argument("--private", action="store_true")
+    parser.add_argument("--results_dataset", default=None, help="Hub dataset of these results (`results push`), linked from the card.")
     parser.add_argument("--keep_card", action="store_true", help="Keep an existing README.md instead of rendering one.")
     parser.add_argument("--dry_run", action="store_true", help="Only write README.md next to the weights.")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     if args.dry_run:
-        print(f"Wrote {write_card(folder, args.results, repo_id=args.repo_id)}")
+        print(f"Wrote {write_card(folder, args.results, repo_id=args.repo_id, results_dataset=args.results_dataset)}")
         return 0
     push = push_head if (folder / "train_metrics.json").is_file() else push_encoder
-    print(f"Pushed to {push(folder, args.repo_id, records=args.results, private=args.private, overwrite_card=not args.keep_card)}")
+    print(f"Pushed to {push(folder, args.repo_id, records=args.results, private=args.private, overwrite_card=not args.keep_card, results_dataset=args.results_dataset)}")
     return 0
 
 
