@@ -144,3 +144,20 @@ def test_filter_boards_and_sort(boards):
     assert [row[1] for row in rows] == sorted((row[1] for row in rows), reverse=True)
     with pytest.raises(ValueError, match="Cannot sort by 'speed'; columns:"):
         lb.board_table(board, sort_by="speed")
+
+
+def test_readme__leaderboard_excerpt_is_what_the_committed_runs_give():
+    """README's 'Compare with others' table: the ε = 8/255 classification boards of the committed runs."""
+    readme = (EMBEDDED.parents[1] / "README.md").read_text()
+    section = readme.split("## Compare with others")[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "shapes-resnet-tiny" in line]
+    rows, _ = lb.load_sources([str(EMBEDDED), str(STRENGTH)])
+    boards = [b for b in lb.build_boards(rows) if b.task == "classification" and round(b.eps * 255) == 8]
+    expected = []
+    for b in sorted(boards, key=lambda b: -b.protocol["num_samples"]):
+        for r in b.rows:
+            name = r["encoder"] + (" (its own board)" if b.protocol["num_samples"] == 128 else "")
+            cells = [r["rank"], name, r["strongest"], r["evaluation"], r["clean"], r["attacks"]["embed"], r["attacks"]["pgd"],
+                     b.protocol["num_samples"]]  # fmt: skip
+            expected.append("| " + " | ".join(lb._cell(round(v, 4) if isinstance(v, float) else v) for v in cells) + " |")
+    assert lines == expected
