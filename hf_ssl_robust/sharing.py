@@ -146,6 +146,10 @@ def _row(record: dict, common: dict, identities: dict) -> dict:
     elif not (row["encoder_id"] and row["encoder_fingerprint"]):
         row.update(_identity(row["encoder"], identities.get(row["encoder"])))
     else:
+        recorded = identities.get(row["encoder"]) or {}
+        if recorded.get("fingerprint") == row["encoder_fingerprint"]:  # the run's identity map adds revision and hash
+            row["encoder_revision"] = row["encoder_revision"] or recorded.get("revision")
+            row["encoder_weights_sha256"] = row["encoder_weights_sha256"] or recorded.get("weights_sha256")
         row["identity_derived"] = False
     row.update(_dataset_facts(row["dataset"], row["task"]))
     if row["encoder_family"] is None or row["encoder_card"] is None:
@@ -302,7 +306,8 @@ def identity_key(row: dict) -> tuple:
 
 
 def dedupe(rows: list[dict]) -> list[dict]:
-    """Duplicates merged into the first one seen; its `run` lists every run it came from."""
+    """Duplicates merged into the first one seen; its `run` lists every run it came from, and it is
+    flagged `duplicates_disagree` when their values differ (a nondeterministic run, another seed)."""
     kept: dict[tuple, dict] = {}
     for row in rows:
         key = identity_key(row)
@@ -311,7 +316,11 @@ def dedupe(rows: list[dict]) -> list[dict]:
             runs = first["run"].split(", ") if first.get("run") else []
             if row.get("run") and row["run"] not in runs:
                 first["run"] = ", ".join([*runs, row["run"]])
-            first["flags"] = sorted(set(first["flags"] or []) | set(row.get("flags") or []))
+            flags = set(first["flags"] or []) | set(row.get("flags") or [])
+            a, b = first.get("value"), row.get("value")
+            if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > 1e-9):
+                flags.add("duplicates_disagree")
+            first["flags"] = sorted(flags)
         else:
             kept[key] = dict(row)
     return list(kept.values())

@@ -71,6 +71,21 @@ def test_run_records__recorded_identity_wins_over_derivation(tmp_path):
     assert rows[0]["encoder_card"] == "https://huggingface.co/me/enc"
 
 
+def test_run_records__run_info_identities_used_when_records_lack_them(tmp_path):
+    """Runs made after fingerprints: run_info.json maps each encoder name to its identity."""
+    run = copy_run(EMBEDDED, tmp_path / "run")
+    info = json.loads((run / "run_info.json").read_text())
+    info["encoder_identities"] = {n: dict(name=n, source=f"org/{n}", kind="hub", revision="c" * 40, weights_sha256="d" * 64,
+                                          fingerprint=n[-5:].rjust(16, "0")) for n in info["encoders"]}  # fmt: skip
+    (run / "run_info.json").write_text(json.dumps(info))
+    rows = sharing.run_records(run)
+    assert {(r["encoder_id"], r["encoder_revision"], r["identity_derived"]) for r in rows} == {
+        ("org/shapes-resnet-tiny", "c" * 40, False), ("org/shapes-resnet-tiny-deacl", "c" * 40, False)}
+    with_ids = copy_run(run, tmp_path / "run2", edit=lambda rs: [r.update(encoder_id=f"org/{r['encoder']}",
+                        encoder_fingerprint=r["encoder"][-5:].rjust(16, "0")) for r in rs])  # fmt: skip
+    assert {r["encoder_weights_sha256"] for r in sharing.run_records(with_ids)} == {"d" * 64}
+
+
 def test_run_records__strength_run_becomes_records_with_worst_case():
     rows = sharing.run_records(STRENGTH)
     data = json.loads((STRENGTH / "strength.json").read_text())
@@ -186,6 +201,12 @@ def test_write_results_dataset__duplicates_merged(tmp_path):
     folder = sharing.write_results_dataset(rows + again, tmp_path / "ds")
     table = pq.read_table(folder / sharing.PARQUET_PATH).to_pylist()
     assert len(table) == len(rows) and {r["run"] for r in table} == {"embedded_default, again"}
+    assert all(r["flags"] == [] for r in table)
+    other = [dict(r, run="other-seed", seed=1, value=r["value"] * 0.5 if r["value"] else 0.5) for r in rows[:2]]
+    merged = sharing.dedupe(rows + other)
+    assert len(merged) == len(rows) and merged[0]["value"] == rows[0]["value"]  # kept, not averaged, but marked
+    assert merged[0]["flags"] == ["duplicates_disagree"] and merged[0]["run"] == "embedded_default, other-seed"
+    assert merged[2]["flags"] == []
 
 
 # --- Hub: faked at the HfApi boundary -------------------------------------------------------------
