@@ -397,7 +397,8 @@ def read_source(source: str | os.PathLike) -> list[dict]:
         try:
             local = snapshot_download(str(source), repo_type="dataset", allow_patterns=["*.parquet", "**/*.parquet", "README.md"])
         except Exception as err:  # noqa: BLE001 - offline, missing, private: one message
-            raise ValueError(f"Cannot read the Hub dataset {str(source)!r} ({type(err).__name__}: {err}). Check the id, "
-                             "the network (HF_HUB_OFFLINE) and, for a private dataset, your login.") from err  # fmt: skip
+            raise ValueError(f"Cannot read the Hub dataset {str(source)!r} ({type(err).__name__}: {err}); it is no folder "
+                             "here either. Check the path or the id, the network (HF_HUB_OFFLINE) and, for a private "
+                             "dataset, your login.") from err  # fmt: skip
         return read_dataset_folder(local)
     raise ValueError(f"{str(source)!r} is neither a run folder, a results dataset folder nor a Hub dataset id (user/name).")
