@@ -4,6 +4,8 @@
     hf-ssl-robust train-head --task segmentation --encoder ./enc --dataset shapes
     hf-ssl-robust deacl --encoder ./enc --dataset shapes --max_steps 200
     hf-ssl-robust push FOLDER REPO_ID [--results results.json] [--dry_run]
+    hf-ssl-robust results push RUN_DIR (--repo_id USER/NAME [--private] | --to PATH)
+    hf-ssl-robust leaderboard SOURCE... [--output_dir DIR]
     hf-ssl-robust info
 """
 
@@ -14,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-COMMANDS = ("benchmark", "train-head", "deacl", "push", "info")
+COMMANDS = ("benchmark", "train-head", "deacl", "push", "results", "leaderboard", "info")
 
 
 def benchmark_main(argv: list[str] | None = None) -> int:
@@ -108,15 +110,58 @@ def push_main(argv: list[str] | None = None) -> int:
     parser.add_argument("repo_id", help="Hub repository, e.g. me/dino-vitb16-deacl.")
     parser.add_argument("--results", default=None, help="results.json of a benchmark to put in the card.")
     parser.add_argument("--private", action="store_true")
+    parser.add_argument("--results_dataset", default=None, help="Hub dataset of these results (`results push`), linked from the card.")
     parser.add_argument("--keep_card", action="store_true", help="Keep an existing README.md instead of rendering one.")
     parser.add_argument("--dry_run", action="store_true", help="Only write README.md next to the weights.")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     if args.dry_run:
-        print(f"Wrote {write_card(folder, args.results, repo_id=args.repo_id)}")
+        print(f"Wrote {write_card(folder, args.results, repo_id=args.repo_id, results_dataset=args.results_dataset)}")
         return 0
     push = push_head if (folder / "train_metrics.json").is_file() else push_encoder
-    print(f"Pushed to {push(folder, args.repo_id, records=args.results, private=args.private, overwrite_card=not args.keep_card)}")
+    print(f"Pushed to {push(folder, args.repo_id, records=args.results, private=args.private, overwrite_card=not args.keep_card, results_dataset=args.results_dataset)}")
+    return 0
+
+
+def results_main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .sharing import push_results, run_records, write_results_dataset
+
+    parser = argparse.ArgumentParser(prog="hf-ssl-robust results", description="Share a benchmark run as a results dataset.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    push = sub.add_parser("push", help="Parquet records with provenance + a dataset card, to the Hub or a local folder.")
+    push.add_argument("run_dir", help="A benchmark output_dir (results.json + run_info.json) or a bench_strength.py one.")
+    where = push.add_mutually_exclusive_group(required=True)
+    where.add_argument("--repo_id", help="Hub dataset repository, e.g. me/dino-robustness (created if needed).")
+    where.add_argument("--to", help="Write the dataset folder here instead (offline).")
+    push.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
+    args = parser.parse_args(argv)
+    if args.to:
+        rows = run_records(args.run_dir)
+        out = write_results_dataset(rows, args.to)
+        print(f"Wrote {len(rows)} records to {out}/data/results.parquet and the card {out}/README.md "
+              f"(read back with datasets.load_dataset({str(out)!r}))")
+        return 0
+    print(f"Pushed to {push_results(args.run_dir, args.repo_id, private=args.private)}")
+    return 0
+
+
+def leaderboard_main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .leaderboard import boards_markdown, build_boards, load_sources, write_leaderboard
+
+    parser = argparse.ArgumentParser(prog="hf-ssl-robust leaderboard",
+                                     description="Rank encoders per task x dataset x threat model over many results.")
+    parser.add_argument("sources", nargs="+", help="Run folders, results dataset folders (results push --to) or Hub dataset ids.")
+    parser.add_argument("--output_dir", default="outputs/leaderboard", help="Where leaderboard.md, .csv and .json go.")
+    args = parser.parse_args(argv)
+    rows, _ = load_sources(args.sources)
+    boards = build_boards(rows)
+    print(boards_markdown(boards), end="")
+    written = write_leaderboard(boards, args.output_dir)
+    print(f"{len(boards)} boards from {len(rows)} records; wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -208,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "info": info_main}
+    handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "results": results_main,
+                "leaderboard": leaderboard_main, "info": info_main}
     if command not in handlers:
         print(f"Unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

@@ -261,6 +261,7 @@ def render_encoder_card(
     base_model: str | None = None,
     training: dict | Any | None = None,
     license: str = DEFAULT_LICENSE,
+    results_dataset: str | None = None,
 ):
     """Model card of a (robust) encoder.
 
@@ -275,10 +276,13 @@ def render_encoder_card(
         training: how it was trained, overriding `deacl_config.json`: a DeACL config, or a dict
             `{setting: value}` shown as is (for encoders not made by DeACL).
         license: SPDX id for the metadata.
+        results_dataset: the Hub dataset (`hf-ssl-robust results push`) holding these results with
+            their provenance; the card links it.
 
     Returns:
         A `huggingface_hub.ModelCard`; `card.save(path)` writes it, `card.data.to_dict()` is its YAML.
     """
+    _check_dataset_id(results_dataset)
     folder, config, deacl = None, None, None
     if isinstance(folder_or_config, (str, os.PathLike)):
         folder = check_folder(folder_or_config)
@@ -321,7 +325,13 @@ def render_encoder_card(
         train_eps=format_eps(eps) if eps is not None else None, synthetic=synthetic,
         tables=markdown_tables(table_records).strip() if table_records else None,
         eval_note=_eval_note(all_records), encoders_in_tables=sorted({display_name(r["encoder"]) for r in table_records}),
+        results_dataset=results_dataset,
     )  # fmt: skip
+
+
+def _check_dataset_id(repo_id: str | None) -> None:
+    if repo_id is not None and (repo_id.count("/") != 1 or not all(repo_id.split("/"))):
+        raise ValueError(f"results_dataset must be a Hub dataset id 'user_or_org/name', got {repo_id!r}.")
 
 
 def _config_dict(cfg: Any) -> dict:
@@ -359,12 +369,15 @@ def render_head_card(
     *,
     repo_id: str | None = None,
     license: str = DEFAULT_LICENSE,
+    results_dataset: str | None = None,
 ):
     """Model card of a task head saved by `train_head` (`config.json` + `train_metrics.json`).
 
     The clean metrics of `train_metrics.json` go into `model-index`; `records` (optional) adds
-    robustness tables, and their records for this head's task and dataset join `model-index`.
+    robustness tables, and their records for this head's task and dataset join `model-index`;
+    `results_dataset` (a Hub dataset id from `hf-ssl-robust results push`) is linked.
     """
+    _check_dataset_id(results_dataset)
     folder = check_folder(folder)
     config = _read_json(folder / "config.json") or {}
     info = _read_json(folder / "train_metrics.json")
@@ -407,7 +420,7 @@ def render_head_card(
         if len(info.get("lr_search", [])) > 1 else None,
         metric_rows=[(k, _fmt_value(v)) for k, v in info["metrics"].items() if k != "num_samples" and not isinstance(v, (list, dict))],
         num_eval=info["metrics"].get("num_samples"), synthetic=_dataset_info(dataset)["synthetic"],
-        tables=markdown_tables(extra).strip() if extra else None,
+        tables=markdown_tables(extra).strip() if extra else None, results_dataset=results_dataset,
     )  # fmt: skip
 
 

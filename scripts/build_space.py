@@ -1,6 +1,6 @@
 """Write a self-contained Hugging Face Space folder: the app, the package, pinned requirements, the header.
 
-    python scripts/build_space.py OUT [--results FILE ...] [--heads_dir DIR] [--overwrite]
+    python scripts/build_space.py OUT [--results FILE ...] [--leaderboard SOURCE ...] [--heads_dir DIR] [--overwrite]
     hf repos create <user>/<space> --repo-type space --space-sdk gradio   # once
     hf upload <user>/<space> OUT . --repo-type space
 
@@ -15,7 +15,11 @@ OUT then holds everything the Space runs, with nothing to install from this repo
 * ``README.md``: ``space/README.md`` with its YAML header set to this environment (``sdk: gradio``,
   ``sdk_version`` = the installed gradio, ``python_version``, ``app_file: app.py``);
 * ``outputs/``: results files for the Results tab (default: the embedded default's committed run)
-  and, with ``--heads_dir``, trained heads, so the Space does not train them on its first request.
+  and, with ``--heads_dir``, trained heads, so the Space does not train them on its first request;
+* ``leaderboard/``: one results dataset (``hf-ssl-robust results push --to``) per source of the
+  Leaderboard tab (default: the committed embedded-default and strength runs), validated and with
+  the encoders' fingerprints derived here, where their weights are; the app reads them when
+  ``SPACE_LEADERBOARD_SOURCES`` is unset.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "hf_ssl_robust"
 DEFAULT_RESULTS = [ROOT / "docs" / "embedded_default" / "results.json"]
+DEFAULT_LEADERBOARD = [ROOT / "docs" / "embedded_default", ROOT / "docs" / "strength"]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 NOT_PINNED = {"gradio": "pinned by sdk_version in README.md; Spaces install it themselves"}
 FORBIDDEN = {"torchvision": "it has no CPU build here and breaks transformers' image processors"}
-WRITTEN = ("app.py", "README.md", "requirements.txt", PACKAGE, "outputs")
+WRITTEN = ("app.py", "README.md", "requirements.txt", PACKAGE, "outputs", "leaderboard")
 
 
 def third_party_imports(files: list[Path]) -> set[str]:
@@ -108,10 +113,13 @@ def space_readme(source: Path, gradio_version: str) -> str:
 
 
 def build_space(out: Path, results: list[Path] = DEFAULT_RESULTS, heads_dir: Path | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, leaderboard: list = DEFAULT_LEADERBOARD) -> Path:
     """Write the Space folder ``out`` (see the module docstring) and return it."""
+    from hf_ssl_robust.sharing import read_source, write_results_dataset
+
     out = Path(out)
     sources = [Path(p) for p in results]
+    boards = [(str(s), read_source(s)) for s in leaderboard]  # validated before anything is written
     for path in sources + ([Path(heads_dir)] if heads_dir else []):
         if not path.exists():
             raise ValueError(f"{path} does not exist.")
@@ -137,6 +145,9 @@ def build_space(out: Path, results: list[Path] = DEFAULT_RESULTS, heads_dir: Pat
         target = out / "outputs" / (path.parent.name if len(sources) == 1 else f"{i}-{path.parent.name}") / "results.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
+    for i, (source, rows) in enumerate(boards):  # the app's Leaderboard tab reads leaderboard/*
+        name = f"{i}-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source.rstrip("/")).name)
+        write_results_dataset(rows, out / "leaderboard" / name)
     if heads_dir:  # where the app looks for heads before training its own
         shutil.copytree(heads_dir, out / "outputs" / "benchmark" / "heads", dirs_exist_ok=True)
     return out
@@ -147,12 +158,16 @@ def main(argv=None) -> Path:
     p.add_argument("out", type=Path, help="folder to write (empty or new)")
     p.add_argument("--results", nargs="*", type=Path, default=DEFAULT_RESULTS,
                    help="results.json files for the Results tab (default: the embedded default's run; none: no files)")
+    p.add_argument("--leaderboard", nargs="*", default=[str(p) for p in DEFAULT_LEADERBOARD],
+                   help="run folders, results datasets or Hub dataset ids for the Leaderboard tab (default: the committed "
+                        "embedded-default and strength runs; none: an empty tab unless SPACE_LEADERBOARD_SOURCES is set)")
     p.add_argument("--heads_dir", type=Path, default=None,
                    help="trained heads <encoder>-shapes-<task> (e.g. outputs/benchmark/heads) to ship with the Space")
     p.add_argument("--overwrite", action="store_true", help="replace the entries this script writes in a non-empty OUT")
     args = p.parse_args(argv)
     try:
-        out = build_space(args.out, results=args.results, heads_dir=args.heads_dir, overwrite=args.overwrite)
+        out = build_space(args.out, results=args.results, heads_dir=args.heads_dir, overwrite=args.overwrite,
+                          leaderboard=args.leaderboard)
     except ValueError as err:
         p.error(str(err))
     print(f"Space folder written to {out}; upload it with `hf upload <user>/<space> {out} . --repo-type space`")

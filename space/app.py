@@ -2,7 +2,8 @@
 
     python space/app.py [--host 127.0.0.1] [--port 7860] [--encoders DIR_OR_ID ...] [--heads_dir DIR]
 
-A thin UI over `hf_ssl_robust.space_backend`, where the logic and every server-side limit live.
+A thin UI over `hf_ssl_robust.space_backend`, where the logic and every server-side limit live, and
+`hf_ssl_robust.space_leaderboard` (the Leaderboard tab: `SPACE_LEADERBOARD_SOURCES`, filters, boards).
 The same folder deploys as a Hugging Face Space (see README.md next to this file).
 """
 
@@ -38,9 +39,12 @@ from hf_ssl_robust.space_backend import (
     render_depth,
     render_losses,
 )
+from hf_ssl_robust.leaderboard import TEXT_COLUMNS
+from hf_ssl_robust.space_leaderboard import ALL, SORT_KEYS, SUBMIT, LeaderboardView, board_heading, leaderboard_sources
 from hf_ssl_robust.tasks import TASKS
 
 log = logging.getLogger("hf_ssl_robust.space")
+APP_DIR = Path(__file__).resolve().parent  # a built Space ships its leaderboard results in APP_DIR/leaderboard
 ATTACK_LABELS = {"embed": "EmbedAttack (on the encoder)", "pgd": "PGD (on the classifier)",
                  "segpgd": "SegPGD (on the segmenter)", "depth_pgd": "DepthPGD (on the depth head)",
                  "apgd": "APGD (AutoAttack's step sizes, task loss)"}
@@ -53,7 +57,7 @@ Pick an encoder, a task and an attack; the image is perturbed by at most ε per 
 clean and adversarial predictions are shown side by side. Heads are linear probes trained on
 ShapesWorld (synthetic scenes); the task attack and APGD push the prediction away from the clean one
 (no labels needed; for ShapesWorld examples the numbers also compare with the ground truth). Built on `hf_ssl_robust`, the benchmark of *Benchmarking Robust Self-Supervised Learning Across
-Diverse Downstream Tasks*; the Results tab shows its tables."""
+Diverse Downstream Tasks*; the Results tab shows its tables, the Leaderboard tab ranks encoders across shared runs."""
 
 
 def safe_image(**kwargs) -> gr.Image:
@@ -83,8 +87,10 @@ def _attack_choices(task: str) -> list[tuple[str, str]]:
     return [(ATTACK_LABELS["embed"], "embed"), (ATTACK_LABELS[TASKS[task].task_attack], "task"), (ATTACK_LABELS["apgd"], "apgd")]
 
 
-def build_demo(backend: SpaceBackend, results: list[str] = (), concurrency: int = 1) -> gr.Blocks:
-    """The two tabs: the attack playground and the benchmark results."""
+def build_demo(backend: SpaceBackend, results: list[str] = (), concurrency: int = 1,
+               leaderboard_view: LeaderboardView | None = None) -> gr.Blocks:
+    """The three tabs: the attack playground, the benchmark results and the leaderboard
+    (default: `SPACE_LEADERBOARD_SOURCES`, else the results shipped with the app or committed in docs/)."""
     examples = backend.prepare_examples()
     choices = backend.encoder_choices()
 
@@ -197,6 +203,41 @@ def build_demo(backend: SpaceBackend, results: list[str] = (), concurrency: int 
             upload.change(show_results, [picked, upload], outs, api_visibility="private")
             refresh.click(lambda: gr.update(choices=find_results(extra=results)), None, picked, api_visibility="private")
             demo.load(show_results, [picked, upload], outs, api_visibility="private")
+        with gr.Tab("Leaderboard"):
+            view = leaderboard_view or LeaderboardView.from_sources(leaderboard_sources(APP_DIR))
+            gr.Markdown(view.summary(), elem_id="lb_summary")
+            choices = view.choices()
+            with gr.Row():
+                lb_filters = [gr.Dropdown(choices[key], value=ALL, label=label, elem_id=f"lb_{key}", scale=2)
+                              for key, label in (("task", "Task"), ("dataset", "Dataset"), ("threat", "Threat model"),
+                                                 ("family", "Encoder family"))]  # fmt: skip
+                lb_sort = gr.Dropdown(list(SORT_KEYS), value="rank", label="Sort by", elem_id="lb_sort", scale=1,
+                                      info="or click a column header")
+                lb_desc = gr.Checkbox(False, label="Descending", elem_id="lb_desc", scale=1)
+            lb_inputs = [*lb_filters, lb_sort, lb_desc]
+
+            @gr.render(inputs=lb_inputs)
+            def show_boards(task, dataset, threat, family, sort_by, descending):
+                tables = view.tables(task, dataset, threat, family, sort_by, descending)
+                if not tables:
+                    gr.Markdown("No board matches these filters.", elem_classes=["lb-board"])
+                for board, headers, rows in tables:
+                    gr.Markdown(board_heading(board), elem_classes=["lb-board"])
+                    card = headers.index("card")
+                    rows = [[*row[:card], f"[card]({row[card]})" if str(row[card]).startswith("http") else row[card], *row[card + 1:]]
+                            for row in rows]  # Hub cards as links; bundled and local ones as their path
+                    gr.Dataframe(pd.DataFrame(rows, columns=headers), interactive=False, elem_classes=["lb-table"],
+                                 datatype=["markdown" if h == "card" else "str" if h in TEXT_COLUMNS else "number" for h in headers])
+
+            def boards_api(task, dataset, threat, family, sort_by, descending):
+                try:
+                    return view.as_json(task, dataset, threat, family, sort_by, descending)
+                except ValueError as err:
+                    raise gr.Error(str(err), print_exception=False) from None
+
+            lb_json = gr.JSON(visible=False)
+            gr.on([c.change for c in lb_inputs], boards_api, lb_inputs, lb_json, api_name="leaderboard")
+            gr.Markdown(SUBMIT, elem_id="lb_submit")
     return demo
 
 
@@ -218,6 +259,9 @@ def parse_args(argv=None):
     p.add_argument("--heads_dir", default=None, help="trained heads <encoder>-shapes-<task> (default: outputs/benchmark/heads)")
     p.add_argument("--cache_dir", default=None, help="heads the app trains and example images (default ~/.cache/hf_ssl_robust/space)")
     p.add_argument("--results", nargs="*", default=[], help="results.json files for the Results tab (besides outputs/**)")
+    p.add_argument("--leaderboard_sources", nargs="*", default=None,
+                   help="run folders, results datasets or Hub dataset ids for the Leaderboard tab (default: $SPACE_LEADERBOARD_SOURCES, "
+                        "else the results shipped with the app or committed in docs/)")
     p.add_argument("--no_hub", action="store_true", help="visitors may not type Hub ids")
     p.add_argument("--train_samples", type=int, default=512, help="ShapesWorld images for a head the app trains")
     p.add_argument("--train_epochs", type=int, default=None, help="epochs for such a head (default: per task)")
@@ -235,7 +279,9 @@ def make_demo(args) -> tuple[gr.Blocks, dict]:
     backend = SpaceBackend(encoders=args.encoders, heads_dir=args.heads_dir, cache_dir=args.cache_dir,
                            allow_hub=not args.no_hub, train_samples=args.train_samples,
                            train_epochs=args.train_epochs, mixed_precision=args.mixed_precision)
-    demo = build_demo(backend, results=args.results, concurrency=args.concurrency)
+    sources = args.leaderboard_sources if args.leaderboard_sources else leaderboard_sources(APP_DIR)
+    demo = build_demo(backend, results=args.results, concurrency=args.concurrency,
+                      leaderboard_view=LeaderboardView.from_sources(sources))
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     launch = dict(server_name=args.host, server_port=args.port, max_file_size="25mb", show_error=True,
                   allowed_paths=[str(backend.cache_dir)], css=CSS)

@@ -53,7 +53,7 @@ def pins(folder: Path) -> dict[str, str]:
 
 
 def test_build_space__files_and_package(built):
-    assert {p.name for p in built.iterdir()} == {"app.py", "README.md", "requirements.txt", "hf_ssl_robust", "outputs"}
+    assert {p.name for p in built.iterdir()} == {"app.py", "README.md", "requirements.txt", "hf_ssl_robust", "outputs", "leaderboard"}
     assert (built / "app.py").read_bytes() == (REPO / "space" / "app.py").read_bytes()
     pkg = built / "hf_ssl_robust"
     for name in ("shapes-resnet-tiny", "shapes-resnet-tiny-deacl"):
@@ -65,6 +65,13 @@ def test_build_space__files_and_package(built):
     assert not list(pkg.rglob("__pycache__")) and not list(pkg.rglob("*.pyc"))
     assert (built / "outputs" / "embedded_default" / "results.json").read_bytes() == (
         REPO / "docs" / "embedded_default" / "results.json").read_bytes()
+    from hf_ssl_robust.sharing import PARQUET_PATH, read_source, run_records
+
+    shipped = sorted((built / "leaderboard").iterdir())
+    assert [p.name for p in shipped] == ["0-embedded_default", "1-strength"]  # results datasets for the Leaderboard tab
+    for folder, run in zip(shipped, ("embedded_default", "strength")):
+        assert (folder / PARQUET_PATH).is_file() and (folder / "README.md").is_file()
+        assert read_source(folder) == run_records(REPO / "docs" / run)
 
 
 def test_build_space__requirements_pinned_to_this_environment(built, build):
@@ -109,15 +116,18 @@ def test_build_space__refusals(build, tmp_path, monkeypatch):
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(ValueError, match="is not empty; pass --overwrite"):
         build.build_space(out)
-    build.build_space(out, results=[], overwrite=True)
-    assert (out / "mine.txt").read_text() == "keep me" and not (out / "outputs").exists()
+    build.build_space(out, results=[], leaderboard=[], overwrite=True)
+    assert (out / "mine.txt").read_text() == "keep me" and not (out / "outputs").exists() and not (out / "leaderboard").exists()
     heads = tmp_path / "heads" / "shapes-resnet-tiny-shapes-depth"
     heads.mkdir(parents=True)
     (heads / "config.json").write_text("{}")
-    build.build_space(out, results=[], heads_dir=heads.parent, overwrite=True)  # where the app looks first
+    build.build_space(out, results=[], leaderboard=[], heads_dir=heads.parent, overwrite=True)  # where the app looks first
     assert (out / "outputs" / "benchmark" / "heads" / heads.name / "config.json").is_file()
     with pytest.raises(ValueError, match="does not exist"):
         build.build_space(tmp_path / "other", results=[tmp_path / "missing.json"])
+    with pytest.raises(ValueError, match="neither a run folder, a results dataset folder nor a Hub dataset id"):
+        build.build_space(tmp_path / "other", results=[], leaderboard=[str(tmp_path / "no-such-run")])
+    assert not (tmp_path / "other").exists()  # refused before anything was written
     monkeypatch.setattr(build.metadata, "packages_distributions", lambda: {"torchvision": ["torchvision"]})
     probe = tmp_path / "probe.py"
     probe.write_text("import torchvision\n")
@@ -164,6 +174,8 @@ def test_built_space__serves_from_its_folder_alone(built, tmp_path):
                                                             scene, api_name="/attack")
         assert "shapes-resnet-tiny" in status and metrics["attack"] == "embed" and metrics["linf_255"] <= 8 + 1e-3
         assert len(clean["confidences"]) == 5 and adv["label"] == metrics["adv_top1"]
+        boards = client.predict("all", "all", "all", "all", "rank", False, api_name="/leaderboard")  # from leaderboard/ alone
+        assert len(boards) == 12 and {b["protocol"]["num_samples"] for b in boards} == {128, 256}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

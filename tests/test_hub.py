@@ -334,3 +334,20 @@ def test_cards_name_every_registered_family():
     from hf_ssl_robust.encoders import FAMILIES
 
     assert set(FAMILIES) <= set(hub.FAMILIES), f"add card names for {sorted(set(FAMILIES) - set(hub.FAMILIES))} to hub.FAMILIES"
+
+
+def test_cards__link_the_results_dataset(encoder_dir, head_dir, tmp_path, capsys):
+    from hf_ssl_robust.cli import main as cli_main
+
+    link = "[someone/tiny-robustness](https://huggingface.co/datasets/someone/tiny-robustness)"
+    enc = str(hub.render_encoder_card(encoder_dir, _records(str(encoder_dir)), repo_id=REPO, results_dataset="someone/tiny-robustness"))
+    head = str(hub.render_head_card(head_dir, repo_id="someone/tiny-head", results_dataset="someone/tiny-robustness"))
+    for text in (enc, head):
+        assert link in text and "hf-ssl-robust leaderboard someone/tiny-robustness" in text and "{{" not in text
+    assert "datasets/" not in str(hub.render_encoder_card(encoder_dir, _records(str(encoder_dir)), repo_id=REPO))
+    with pytest.raises(ValueError, match="results_dataset must be a Hub dataset id 'user_or_org/name', got 'nope'"):
+        hub.render_encoder_card(encoder_dir, repo_id=REPO, results_dataset="nope")
+    folder = tmp_path / "enc"
+    make_tiny_backbone("dinov2").save_pretrained(folder)
+    assert cli_main(["push", str(folder), "me/tiny", "--dry_run", "--results_dataset", "me/tiny-results"]) == 0
+    assert "https://huggingface.co/datasets/me/tiny-results" in (folder / "README.md").read_text()

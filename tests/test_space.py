@@ -221,3 +221,20 @@ def test_leaderboard_rows():
     by_encoder = {r[2]: r for r in rows}
     assert by_encoder["tiny-dino"][4:8] == [0.8, 0.2, "embed", "8/255"] or by_encoder["tiny-dino"][4:6] == [0.8, 0.2]
     assert by_encoder["tiny-dino-deacl"][-1] == pytest.approx(-0.2)
+
+
+def test_leaderboard_endpoint(client):
+    """The Leaderboard tab's API over its default sources: the committed embedded-default and strength runs."""
+    boards = client.predict("classification", "all", "L∞ ε = 8/255", "all", "rank", False, api_name="/leaderboard")
+    assert sorted(b["protocol"]["num_samples"] for b in boards) == [128, 256]  # two protocols: two boards, marked
+    assert all("not ranked against each other" in b["note"] for b in boards)
+    embedded = next(b for b in boards if b["protocol"]["num_samples"] == 256)
+    assert [row[1] for row in embedded["table"]] == ["shapes-resnet-tiny-deacl", "shapes-resnet-tiny"]  # PGD: 0.12 vs 0.00
+    assert embedded["headers"][:6] == ["rank", "encoder", "family", "accuracy (strongest)", "evaluation", "clean"]
+    by_clean = client.predict("classification", "all", "L∞ ε = 8/255", "all", "clean", True, api_name="/leaderboard")
+    clean = [row[5] for row in next(b for b in by_clean if b["protocol"]["num_samples"] == 256)["table"]]
+    assert clean == sorted(clean, reverse=True)
+    depth = client.predict("depth", "all", "all", "ResNet", "rank", False, api_name="/leaderboard")
+    assert len(depth) == 4 and {b["task"] for b in depth} == {"depth"}  # 2/255, 4/255, 8/255 x2
+    with pytest.raises(Exception, match="not in the list of choices|not in choices"):
+        client.predict("captioning", "all", "all", "all", "rank", False, api_name="/leaderboard")

@@ -12,6 +12,7 @@ results.json, so that the pictures show real heads and measured numbers:
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -153,3 +154,31 @@ def test_results_tab(page, tmp_path):
     leaderboard = page.locator("#leaderboard").inner_text()
     assert all(display_name(r["encoder"]) in leaderboard for r in page.results)
     snapshot(page, tmp_path, "results")
+
+
+def pick_option(page, elem_id, option):
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_leaderboard_tab(page, tmp_path):
+    """The default sources (the committed embedded-default and strength runs): boards with their protocol
+    above them, the marker where protocols differ, filters, and the how-to-submit box."""
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.wait_for_selector(".lb-table table")
+    assert "12 boards" in page.locator("#lb_summary").inner_text()
+    assert page.locator("div.block.lb-board").count() == 12 and page.locator("div.block.lb-table").count() == 12
+    assert "hf-ssl-robust results push" in page.locator("#lb_submit").inner_text()
+    pick_option(page, "lb_task", "classification")
+    page.wait_for_function("() => document.querySelectorAll('div.block.lb-board').length === 4")
+    headings = [page.locator("div.block.lb-board").nth(i).inner_text() for i in range(4)]
+    assert all(h.startswith("classification · shapes") and "Protocol: 20 steps" in h for h in headings)
+    assert sum("not ranked against each other" in h for h in headings) == 2  # 8/255: 128 vs 256 images
+    last = page.locator("div.block.lb-table").nth(3)  # 8/255 on 256 images: the embedded default, DeACL first
+    encoders = re.findall(r"shapes-resnet-tiny(?:-deacl)?(?=\s)", last.inner_text())
+    assert encoders == ["shapes-resnet-tiny-deacl", "shapes-resnet-tiny"], last.inner_text()
+    snapshot(page, tmp_path, "leaderboard")
+    pick_option(page, "lb_family", "ResNet")
+    pick_option(page, "lb_threat", "L∞ ε = 2/255")
+    page.wait_for_function("() => document.querySelectorAll('div.block.lb-board').length === 1")
+    assert "ε = 2/255" in page.locator("div.block.lb-board").first.inner_text()
