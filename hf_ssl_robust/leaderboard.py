@@ -119,7 +119,8 @@ def build_boards(rows: Sequence[dict]) -> list[Board]:
         for i, (protocol, members) in enumerate(sorted(by_protocol.items(), key=lambda kv: _protocol_order(kv[0]))):
             clean = [r for r in primary if r["attack"] == "none" and (r["task"], r["dataset"], r["metric"]) == (task, dataset, metric)]
             board_rows = _board_rows(members, clean, higher, names)
-            board_rows += _prior_rows(clean)
+            # A prior scored on other images (another subset size) is not the floor of this board.
+            board_rows += _prior_rows([c for c in clean if c["num_samples"] == dict(zip(PROTOCOL_KEYS, protocol))["num_samples"]])
             attacks = sorted({r["attack"] for r in members}, key=_attack_order)
             board = Board(task=task, dataset=dataset, metric=metric, norm=norm, eps=float(members[0]["eps"]),
                           protocol=dict(zip(PROTOCOL_KEYS, protocol)), attacks=attacks, rows=board_rows, higher_is_better=higher,

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 EMBEDDED = REPO / "docs" / "embedded_default"
 STRENGTH = REPO / "docs" / "strength"
 TINY_RUN = dict(tasks=["classification"], attacks=["embed", "pgd"], eps=["4/255"], steps=2, max_eval_samples=8,
-                num_train_samples=32, head_epochs=1, image_size=32, batch_size=4, num_examples=0)  # fmt: skip
+                num_train_samples=32, head_epochs=1, image_size=32, batch_size=4, num_examples=0, priors="no")  # fmt: skip
 
 
 @pytest.fixture(scope="session")
