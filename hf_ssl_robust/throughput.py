@@ -131,7 +131,7 @@ def resolve_rate(gpu: str, model_type: str, precision: str, calibrations: list[d
                 found = (cal, m)
     if gpu == "cpu":
         if found is None:
-            cal = calibrate([encoder], [precision], batch_size=1, max_side=224, repeats=1, device="cpu")
+            cal = calibrate([encoder], [precision], batch_size=1, max_side=224, repeats=1, device="cpu", train=False)
             found, where = (cal, cal["measurements"][0]), "measured now"
         else:
             where = f"calibration {Path(found[0]['path']).name}"
@@ -150,20 +150,21 @@ def resolve_rate(gpu: str, model_type: str, precision: str, calibrations: list[d
     return Rate({k: peak * util for k in PASSES}, util, source, False)
 
 
-def _timed(fn, repeats: int, sync) -> float:
+def _timed(fn, repeats: int, sync, clock=time.perf_counter) -> float:
     fn()  # warm-up (allocations, kernel selection)
     sync()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
 def calibrate(encoders: list[str] | None = None, precisions: list[str] | None = None, *, batch_size: int | None = None,
-              max_side: int | None = None, repeats: int = 3, device: str | None = None, log=None) -> dict:
+              max_side: int | None = None, repeats: int = 3, device: str | None = None, train: bool = True, clock=time.perf_counter,
+              log=None) -> dict:
     """Time real passes of randomly initialised encoders on `device`; FLOP/s and utilisation per family.
 
     Args:
@@ -172,6 +173,9 @@ def calibrate(encoders: list[str] | None = None, precisions: list[str] | None = 
         batch_size: images per pass (default 32 on a GPU, 2 on a CPU).
         max_side: cap on the family's classification input side (default: none on a GPU, 224 on a CPU).
         repeats: timed repetitions (median) after one warm-up.
+        train: also time DeACL's training step (forward + backward to every weight).
+        clock: `time.perf_counter` (wall time); `time.process_time` measures CPU time, which other jobs on a
+            shared CPU do not inflate (with one torch thread it is the wall time of a quiet machine).
 
     Returns:
         The calibration as a dict (write it with `json.dump`): device, host, date and one measurement per
@@ -204,7 +208,7 @@ def calibrate(encoders: list[str] | None = None, precisions: list[str] | None = 
         config, _ = backbone_config(name)
         side = resolve_input_size(encoder_family(config), spec).size
         side = min(side, max_side) if max_side else side
-        cost = pass_cost(name, "classification", (side, side), spec, train=True)
+        cost = pass_cost(name, "classification", (side, side), spec, train=train)
         head_class = get_task("classification").head_class
         model = head_class(head_class.config_class(encoder_config=config.to_dict(), num_labels=10)).to(device).eval()
         x = torch.rand(batch_size, 3, side, side, device=device)
@@ -229,13 +233,14 @@ def calibrate(encoders: list[str] | None = None, precisions: list[str] | None = 
                 encoder.zero_grad(set_to_none=True)
                 encoder.eval().requires_grad_(False)
 
-            seconds = {"forward": _timed(forward, repeats, sync), "attack_step": _timed(attack_steps, 1, sync) / repeats,
-                       "train_step": _timed(train_step, repeats, sync)}
+            seconds = {"forward": _timed(forward, repeats, sync, clock), "attack_step": _timed(attack_steps, 1, sync, clock) / repeats}
+            if train:
+                seconds["train_step"] = _timed(train_step, repeats, sync, clock)
             flops = {"forward": cost.forward, "attack_step": cost.attack_step, "train_step": cost.train_step}
             tflops = {k: batch_size * flops[k] / seconds[k] / 1e12 for k in seconds}
             peak = PEAK_TFLOPS.get(kind, {}).get(key)
             entry = dict(encoder=name, model_type=config.model_type, precision=key, shape=[side, side], batch_size=batch_size,
-                         gflops_per_input={k: round(v / 1e9, 3) for k, v in flops.items()},
+                         gflops_per_input={k: round(flops[k] / 1e9, 3) for k in seconds},
                          seconds={k: round(v, 5) for k, v in seconds.items()},
                          tflops_per_s={k: round(v, 4) for k, v in tflops.items()},
                          utilisation={k: round(v / peak, 4) for k, v in tflops.items()} if peak else None)
