@@ -13,8 +13,9 @@ Kinds of pass (per input image or sliding window):
 * `train_step`: encoder forward + backward to every weight (DeACL's student).
 
 Memory: the tensors autograd keeps for the backward (`saved_tensors_hooks`), counted per input in
-fp32 on the same meta pass. The meta pass uses the math attention path, which keeps the N×N
-attention matrices; a fused GPU attention kernel keeps less, so for ViTs at 518² this is an upper bound.
+fp32 on the same meta pass. Attention is counted as the fused kernels of a real run compute it
+(FlashAttention / memory-efficient attention on a GPU, the flash path on a CPU): only q, k, v are kept
+and the N×N scores are recomputed in the backward, which the attack step's FLOPs include.
 
 Configs come from a local folder, then :data:`ARCHITECTURES` (the presets' published architecture,
 so plans work offline and before a gated licence is accepted), then the Hub cache.
@@ -132,22 +133,73 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return one * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
-def _count(fn) -> tuple[dict, int]:
-    """(FLOPs per module path, "Global" = all; bytes kept for the backward) of `fn()` on meta tensors,
-    parameters excluded."""
+def _math_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """`scaled_dot_product_attention` as two matrix products and a softmax (eval: no dropout)."""
+    if enable_gqa and k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return torch.matmul(scores.softmax(-1), v)
+
+
+class _FusedAttention(torch.autograd.Function):
+    """Attention that keeps only q, k, v and its output for the backward and recomputes the scores there,
+    as the fused kernels a real run uses do (FlashAttention and memory-efficient attention on a GPU,
+    PyTorch's flash path on a CPU); on the meta device `scaled_dot_product_attention` would otherwise
+    take the math path, which keeps the N×N attention matrices."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, kwargs):
+        with torch.no_grad():
+            out = _math_attention(q, k, v, **kwargs)
+        ctx.save_for_backward(q, k, v)
+        ctx.kwargs = kwargs
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = [t.detach().requires_grad_(needed) for t, needed in zip(ctx.saved_tensors, ctx.needs_input_grad[:3])]
+        with torch.enable_grad():
+            out = _math_attention(*inputs, **ctx.kwargs)
+            wanted = [t for t in inputs if t.requires_grad]
+            grads = iter(torch.autograd.grad(out, wanted, grad))
+        return (*(next(grads) if t.requires_grad else None for t in inputs), None)
+
+
+def _fused_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    kwargs = dict(attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (q, k, v)):
+        return _math_attention(q, k, v, **kwargs)
+    return _FusedAttention.apply(q, k, v, kwargs)
+
+
+def _count(forward, backward=None, weights: set[int] = frozenset()) -> tuple[dict, int]:
+    """(FLOPs per module path, "Global" = all; bytes the forward keeps for the backward) of
+    `backward(forward())` on meta tensors; `weights`: storage ids of parameters and buffers, not counted
+    (a linear layer keeps its weight, or a transposed view of it, for the backward)."""
+    import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
     kept: dict[int, tuple[int, torch.Tensor]] = {}
 
     def pack(t):
-        if not isinstance(t, torch.nn.Parameter):
-            storage = t.untyped_storage()
+        storage = t.untyped_storage()
+        if storage._cdata not in weights:
             kept[storage._cdata] = (storage.nbytes(), t)  # the tensor keeps the storage (and its id) alive
         return t
 
     custom = {torch.ops.aten.convolution_backward: _conv_backward_flop}
-    with FlopCounterMode(display=False, custom_mapping=custom) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
+    sdpa, F.scaled_dot_product_attention = F.scaled_dot_product_attention, _fused_sdpa
+    try:
+        with FlopCounterMode(display=False, custom_mapping=custom) as counter:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                out = forward()
+            if backward is not None:
+                backward(out)
+    finally:
+        F.scaled_dot_product_attention = sdpa
     flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     return flops, sum(nbytes for nbytes, _ in kept.values())
 
@@ -197,22 +249,24 @@ def _count_pass(config_json: str, task: str | None, shape: tuple[int, int], head
         with torch.no_grad():
             model(x) if task is not None else encoder(x)
 
-    def attack_step():  # a leaf input and `.backward()`: same kernels as `autograd.grad` to the input
+    def attack_forward():  # a leaf input and `.backward()`: same kernels as `autograd.grad` to the input
         pixels = x.clone().requires_grad_(True)
-        _primary(model(pixels) if task is not None else encoder(pixels)).float().sum().backward()
+        return _primary(model(pixels) if task is not None else encoder(pixels)).float().sum()
 
-    def train_step():
+    def train_forward():
         encoder.requires_grad_(True)
         encoder.train()
-        try:
-            encoder(x).cls.float().sum().backward()
-        finally:
-            encoder.eval().requires_grad_(False)
+        return encoder(x).cls.float().sum()
+
+    def backward(loss):
+        loss.backward()
+        encoder.eval().requires_grad_(False)
 
     fwd, _ = _count(forward)
     head = fwd["Global"] - fwd.get(f"{type(model).__name__}.encoder", fwd["Global"])  # what runs outside the encoder
-    attack, attack_bytes = _count(attack_step)
-    train, train_bytes = _count(train_step) if train else ({"Global": None}, None)
+    weights = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    attack, attack_bytes = _count(attack_forward, backward, weights)
+    train, train_bytes = _count(train_forward, backward, weights) if train else ({"Global": None}, None)
     params = sum(p.numel() * 4 for p in model.parameters())
     return PassCost(fwd["Global"], head, attack["Global"], train["Global"], attack_bytes, train_bytes, params, shape)
 

@@ -238,8 +238,8 @@ def format_costs(rows: list[dict]) -> str:
                      f"({_share(c.head, c.forward)}) | {c.attack_step / 1e9:.1f} | {_attack_memory(r)} | {_pflops(r['flops'])} |"
                      + (f" {_duration(r['seconds'])} |" if where else ""))
     total = None if any(r["flops"] is None for r in rows) else sum(r["flops"] for r in rows)
-    lines += ["", f"Run total: {_pflops(total)} PFLOPs ({FLOPS_CONVENTION}; memory: parameters + activations kept for "
-                  "the backward, math attention, an upper bound where a fused GPU attention runs)."]
+    lines += ["", f"Run total: {_pflops(total)} PFLOPs ({FLOPS_CONVENTION}; memory: parameters + the activations an "
+                  "attack step keeps for its backward, fused attention; the backward's transients come on top)."]
     if where:
         seconds = None if total is None else sum(r["seconds"] for r in rows)
         lines.append(f"Estimated time on {where} ({_precision(rows[0]['mixed_precision'])}): {_duration(seconds)}; rate: "
