@@ -153,26 +153,31 @@ def plan_main(argv: list[str] | None = None) -> int:
     """`hf-ssl-robust plan`: the paper's grid for an encoder with its cost, or `--calibrate` a device."""
     import argparse
     import json
+    import time
 
     parser = argparse.ArgumentParser(prog="hf-ssl-robust plan", description="What the paper's grid (3 tasks, 7 datasets, "
                                      "ε 2/255 4/255 8/255) costs for an encoder, in FLOPs and device-hours.")
     parser.add_argument("encoder", nargs="?", help="Preset, Hub id (cached) or folder.")
     parser.add_argument("--attacks", default="paper", help="paper (EmbedAttack + each task's PGD) or strong (+ APGD, worst case).")
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"], help="Precision the run would use.")
-    parser.add_argument("--batch_size", default="32", help="Evaluation / attack batch (for the memory column).")
+    parser.add_argument("--batch_size", default=None, help="Evaluation / attack batch (memory column; default 32); "
+                        "with --calibrate the timed batch (default 32 on a GPU, 2 on a CPU).")
     _device_options(parser)
     parser.add_argument("--calibrate", metavar="OUT", help="Instead: time real passes on this device and write a calibration JSON.")
     parser.add_argument("--encoders", nargs="*", default=None, help="--calibrate: encoders to time (default one preset per family).")
     parser.add_argument("--precisions", nargs="*", default=None, help="--calibrate: no and/or bf16 (default both on a GPU).")
     parser.add_argument("--max_side", type=int, default=None, help="--calibrate: cap on the input side (default 224 on a CPU).")
     parser.add_argument("--repeats", type=int, default=3, help="--calibrate: timed repetitions per pass (median).")
+    parser.add_argument("--cpu_time", action="store_true", help="--calibrate on a CPU: time CPU seconds, not wall seconds "
+                        "(on a shared machine; with OMP_NUM_THREADS=1 it is the wall time of a quiet core).")
     args = parser.parse_args(argv)
     if args.calibrate:
         from .throughput import calibrate
 
         out = Path(args.calibrate)
-        result = calibrate(args.encoders, args.precisions, batch_size=None if args.batch_size == "32" else int(args.batch_size),
-                           max_side=args.max_side, repeats=args.repeats, log=print)
+        result = calibrate(args.encoders, args.precisions, batch_size=int(args.batch_size) if args.batch_size else None,
+                           max_side=args.max_side, repeats=args.repeats, log=print,
+                           clock=time.process_time if args.cpu_time else time.perf_counter)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"Wrote {out} ({result['device']}, {len(result['measurements'])} measurements); commit it to "
@@ -183,7 +188,7 @@ def plan_main(argv: list[str] | None = None) -> int:
     from .planning import device_hours_at, estimate_time, format_grid_plan, plan_paper_grid
     from .throughput import precision_key
 
-    rows = estimate_time(plan_paper_grid(args.encoder, args.attacks, args.mixed_precision, args.batch_size), args.gpu,
+    rows = estimate_time(plan_paper_grid(args.encoder, args.attacks, args.mixed_precision, args.batch_size or "32"), args.gpu,
                          args.num_processes, args.calibration)
     print(format_grid_plan(rows), end="")
     if rows[0]["gpu"] != "cpu":

@@ -15,7 +15,7 @@ from hf_ssl_robust.data.loaders import IndexedDataset
 from hf_ssl_robust.data.loading import collate
 from hf_ssl_robust.evaluation import evaluate
 from hf_ssl_robust.heads import SSLForImageClassification
-from hf_ssl_robust.planning import estimate_time, plan_benchmark, plan_paper_grid
+from hf_ssl_robust.planning import _device_seconds, estimate_time, plan_benchmark, plan_paper_grid
 from hf_ssl_robust.tasks import get_task
 from hf_ssl_robust.throughput import DEFAULT_UTILISATION, PEAK_TFLOPS, calibrate, load_calibrations, resolve_rate
 
@@ -111,8 +111,8 @@ def test_cpu_estimate__within_30_percent_of_a_real_evaluation_run(tmp_path, one_
                           max_eval_samples=n, batch_size=str(batch), dry_run=True)
     (row,) = estimate_time(plan_benchmark(cfg), "cpu", calibration_files=[tmp_path / "cpu.json"])
     assert row["rate"].measured and "cpu.json" in row["rate"].source
-    rate = row["rate"].flops_per_s
-    estimate = row["eval_fwd"] * row["cost"].forward / rate["forward"] + row["attack_fwd_bwd"] * row["cost"].attack_step / rate["attack_step"]
+    row["train_fwd"] = 0  # the evaluation loop only (head training is not timed below)
+    estimate = _device_seconds(row, row["rate"])
 
     spec, task = get_dataset_spec("shapes", task="classification"), get_task("classification")
     model = SSLForImageClassification.from_encoder(str(enc), num_labels=spec.num_classes).eval()
@@ -124,3 +124,19 @@ def test_cpu_estimate__within_30_percent_of_a_real_evaluation_run(tmp_path, one_
     evaluate(model, loader, task, spec, attacks=attacks)
     measured = time.process_time() - start
     assert abs(estimate - measured) / measured < 0.3, (estimate, measured)
+
+
+def test_plan__calibrate_writes_a_file_that_the_cpu_estimate_uses(tmp_path, capsys, one_thread):
+    enc = tmp_path / "enc"
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8)).save_pretrained(enc)
+    out = tmp_path / "cal" / "cpu.json"
+    assert main(["plan", "--calibrate", str(out), "--encoders", str(enc), "--max_side", "32", "--repeats", "1",
+                 "--batch_size", "2", "--cpu_time"]) == 0
+    cal = json.loads(out.read_text())
+    (m,) = cal["measurements"]
+    assert cal["device"] == "cpu" and m["shape"] == [32, 32] and m["batch_size"] == 2 and m["utilisation"] is None
+    assert set(m["seconds"]) == {"forward", "attack_step", "train_step"} and all(v > 0 for v in m["tflops_per_s"].values())
+    capsys.readouterr()
+    assert main(["plan", str(enc), "--gpu", "cpu", "--calibration", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "CPU-hours on one CPU at the measured CPU rate" in text and "calibration cpu.json" in text
