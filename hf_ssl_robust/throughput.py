@@ -145,8 +145,8 @@ def resolve_rate(gpu: str, model_type: str, precision: str, calibrations: list[d
                   f"peak ({Path(found[0]['path']).name}: {found[1]['encoder']} on {found[0]['device_name']}, {found[0]['created'][:10]})")
         return Rate({k: peak * util[k] for k in util}, util["forward"], source, True)
     util = DEFAULT_UTILISATION[precision]
-    source = (f"ASSUMED {util:.0%} utilisation of the {precision} peak (conservative default: no {gpu} calibration for "
-              f"{_family(model_type)} {precision}; measure one with `hf-ssl-robust plan --calibrate FILE` on the card)")
+    source = (f"ASSUMED {util:.0%} utilisation of the {precision} peak (conservative default: no {gpu} {precision} calibration "
+              "for this family; measure one with `hf-ssl-robust plan --calibrate FILE` on the card)")
     return Rate({k: peak * util for k in PASSES}, util, source, False)
 
 
