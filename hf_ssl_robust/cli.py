@@ -4,7 +4,7 @@
     hf-ssl-robust train-head --task segmentation --encoder ./enc --dataset shapes
     hf-ssl-robust deacl --encoder ./enc --dataset shapes --max_steps 200
     hf-ssl-robust push FOLDER REPO_ID [--results results.json] [--dry_run]
-    hf-ssl-robust plan ENCODER [--attacks paper|strong] [--gpu h100] [--num_processes N] [--mixed_precision bf16]
+    hf-ssl-robust plan ENCODER [--attacks paper|strong] [--gpu h100] [--num_processes N] [--mixed_precision bf16] [--deacl]
     hf-ssl-robust plan --calibrate OUT.json      (time real passes on this device, per family and precision)
     hf-ssl-robust info
 """
@@ -163,6 +163,7 @@ def plan_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", default=None, help="Evaluation / attack batch (memory column; default 32); "
                         "with --calibrate the timed batch (default 32 on a GPU, 2 on a CPU).")
     _device_options(parser)
+    parser.add_argument("--deacl", action="store_true", help="Also cost the paper's DeACL run of this encoder (ImageNet-1k, 100 epochs, 224²).")
     parser.add_argument("--calibrate", metavar="OUT", help="Instead: time real passes on this device and write a calibration JSON.")
     parser.add_argument("--encoders", nargs="*", default=None, help="--calibrate: encoders to time (default one preset per family).")
     parser.add_argument("--precisions", nargs="*", default=None, help="--calibrate: no and/or bf16 (default both on a GPU).")
@@ -196,6 +197,11 @@ def plan_main(argv: list[str] | None = None) -> int:
         hours, _ = device_hours_at(rows, other, args.calibration)
         flag = "--mixed_precision no" if other == "fp32" else "--mixed_precision bf16"
         print(f"With {flag}: ≈ {hours:.1f} {rows[0]['gpu'].upper()}-hours ({other} peak).")
+    if args.deacl:
+        from .planning import format_deacl_plan, plan_deacl
+
+        print(format_deacl_plan(plan_deacl(args.encoder, mixed_precision=args.mixed_precision), args.gpu, args.num_processes,
+                                args.calibration), end="")
     return 0
 
 

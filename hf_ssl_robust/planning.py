@@ -303,3 +303,44 @@ def format_grid_plan(rows: list[dict]) -> str:
     if local:
         lines.append("Needs local copies: " + " ".join(f"--data_dir {d}=PATH" for d in local) + ".")
     return "\n".join(lines) + "\n"
+
+
+# DeACL as the paper ran it on DINO ViT-B/16 (DESIGN §4): ImageNet-1k's training split, 100 epochs at 224².
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def plan_deacl(encoder: str, images: int = IMAGENET_TRAIN_IMAGES, epochs: int = 100, image_size: int = 224,
+               attack_steps: int = 5, batch_size: int = 128, mixed_precision: str | None = None) -> dict:
+    """The cost of a DeACL run: per image a teacher forward, `attack_steps` attack steps on the student
+    (encoder only, input gradient) and the student's training step on the clean and the adversarial image."""
+    from .cost import pass_cost
+    from .validation import describe_encoder
+
+    cost = pass_cost(encoder, None, (image_size, image_size), train=True)
+    per_image = cost.forward + attack_steps * cost.attack_step + 2 * cost.train_step
+    scale = 0.5 if mixed_precision in ("bf16", "fp16") else 1.0
+    # student weights, gradients, momentum and the teacher's weights; the student keeps 2 × batch for its backward
+    memory = 4 * cost.param_bytes + 2 * batch_size * cost.train_bytes * scale
+    return dict(encoder=encoder, model_type=describe_encoder(encoder).model_type, images=images, epochs=epochs, shape=(image_size, image_size),
+                attack_steps=attack_steps, batch_size=batch_size, mixed_precision=mixed_precision or "no", cost=cost,
+                passes={"forward": images * epochs, "attack_step": images * epochs * attack_steps, "train_step": 2 * images * epochs},
+                flops=per_image * images * epochs, memory=memory)
+
+
+def format_deacl_plan(plan: dict, gpu: str = "h100", num_processes: int = 1, calibration_files=()) -> str:
+    """One paragraph: the DeACL run's FLOPs and device-hours on `gpu`, with where the rate comes from."""
+    from .throughput import check_gpu, load_calibrations, precision_key, resolve_rate
+
+    gpu = check_gpu(gpu)
+    rate = resolve_rate(gpu, plan["model_type"], precision_key(plan["mixed_precision"]), load_calibrations(calibration_files), plan["encoder"])
+    c = plan["cost"]
+    flops = {"forward": c.forward, "attack_step": c.attack_step, "train_step": c.train_step}
+    rates = {k: rate.flops_per_s.get(k, rate.flops_per_s["attack_step"]) for k in flops}  # a CPU calibration may lack train_step
+    seconds = sum(plan["passes"][k] * flops[k] / rates[k] for k in flops)
+    device = "CPU" if gpu == "cpu" else gpu.upper()
+    return (f"DeACL ({plan['images']:,} images × {plan['epochs']} epochs at {_size(plan['shape'])}, {plan['attack_steps']} attack steps, "
+            f"batch {plan['batch_size']}): per image {c.forward / 1e9:.1f} GFLOPs teacher forward + {plan['attack_steps']} × "
+            f"{c.attack_step / 1e9:.1f} attack steps + 2 × {c.train_step / 1e9:.1f} training steps; {_pflops(plan['flops'])} PFLOPs, "
+            f"≈ {seconds / 3600:.1f} {device}-hours" + (f" (≈ {_duration(seconds / num_processes)} on {num_processes})" if num_processes > 1 else "")
+            + f"; memory ≈ {_gib(plan['memory'])} per batch (parameters, gradients, momentum, teacher; activations of "
+            f"clean + adversarial batch). Rate: {rate.source}.\n")

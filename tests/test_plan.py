@@ -140,3 +140,25 @@ def test_plan__calibrate_writes_a_file_that_the_cpu_estimate_uses(tmp_path, caps
     assert main(["plan", str(enc), "--gpu", "cpu", "--calibration", str(out)]) == 0
     text = capsys.readouterr().out
     assert "CPU-hours on one CPU at the measured CPU rate" in text and "calibration cpu.json" in text
+
+
+def test_plan_deacl__per_image_cost_and_cli_line(capsys):
+    from hf_ssl_robust.cost import pass_cost
+    from hf_ssl_robust.planning import plan_deacl
+
+    plan = plan_deacl("dino-vitb16", images=1000, epochs=2)
+    c = pass_cost("dino-vitb16", None, (224, 224), train=True)
+    assert plan["flops"] == 2000 * (c.forward + 5 * c.attack_step + 2 * c.train_step)
+    assert c.train_step > c.attack_step > 2 * c.forward  # weight gradients cost more than input gradients
+    assert main(["plan", "dino-vitb16", "--mixed_precision", "bf16", "--deacl"]) == 0
+    assert "DeACL (1,281,167 images × 100 epochs at 224x224, 5 attack steps, batch 128)" in capsys.readouterr().out
+
+
+def test_readme__shows_the_current_plans(capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for argv in (["plan", "dinov2-small"], ["plan", "dino-vitb16", "--mixed_precision", "bf16", "--num_processes", "2"]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert f"$ hf-ssl-robust {' '.join(argv)}\n{out}```" in readme, "README's plan is stale: paste the new output"
