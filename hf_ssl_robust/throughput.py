@@ -184,7 +184,6 @@ def calibrate(encoders: list[str] | None = None, precisions: list[str] | None = 
     from .attacks import make_attack
     from .cost import ARCHITECTURES, backbone_config, pass_cost
     from .data import get_dataset_spec
-    from .heads.modeling import build_encoder
     from .precision import autocast_for
     from .sizes import encoder_family, resolve_input_size
     from .tasks import get_task

@@ -2,10 +2,8 @@
 estimate against a real evaluation run."""
 
 import json
-import time
 
 import pytest
-import torch
 from transformers import Dinov2Config
 
 from hf_ssl_robust.cost import ARCHITECTURES, backbone_config, count_pass, pass_cost
