@@ -131,7 +131,8 @@ def resolve_rate(gpu: str, model_type: str, precision: str, calibrations: list[d
                 found = (cal, m)
     if gpu == "cpu":
         if found is None:
-            cal = calibrate([encoder], [precision], batch_size=1, max_side=224, repeats=1, device="cpu", train=False)
+            mixed = "no" if precision == "fp32" else precision
+            cal = calibrate([encoder], [mixed], batch_size=1, max_side=224, repeats=1, device="cpu", train=False)
             found, where = (cal, cal["measurements"][0]), "measured now"
         else:
             where = f"calibration {Path(found[0]['path']).name}"

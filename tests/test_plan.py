@@ -162,3 +162,10 @@ def test_readme__shows_the_current_plans(capsys):
         assert main(argv) == 0
         out = capsys.readouterr().out
         assert f"$ hf-ssl-robust {' '.join(argv)}\n{out}```" in readme, "README's plan is stale: paste the new output"
+
+
+def test_resolve_rate__cpu_without_a_calibration_measures_on_the_spot(tmp_path, one_thread):
+    enc = tmp_path / "enc"
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8, image_size=32)).save_pretrained(enc)
+    rate = resolve_rate("cpu", "dinov2", "fp32", [], encoder=str(enc))
+    assert rate.measured and "measured now" in rate.source and rate.flops_per_s["attack_step"] > 0
