@@ -6,6 +6,8 @@
     hf-ssl-robust push FOLDER REPO_ID [--results results.json] [--dry_run]
     hf-ssl-robust results push RUN_DIR (--repo_id USER/NAME [--private] | --to PATH)
     hf-ssl-robust leaderboard SOURCE... [--output_dir DIR]
+    hf-ssl-robust plan ENCODER [--attacks paper|strong] [--gpu h100] [--num_processes N] [--mixed_precision bf16] [--deacl]
+    hf-ssl-robust plan --calibrate OUT.json      (time real passes on this device, per family and precision)
     hf-ssl-robust info
 """
 
@@ -16,20 +18,25 @@ import re
 import sys
 from pathlib import Path
 
-COMMANDS = ("benchmark", "train-head", "deacl", "push", "results", "leaderboard", "info")
+COMMANDS = ("benchmark", "train-head", "deacl", "push", "results", "leaderboard", "plan", "info")
 
 
 def benchmark_main(argv: list[str] | None = None) -> int:
     from .benchmark import BenchmarkConfig, run_benchmark
     from .results import markdown_tables
 
+    device_flags, argv = _dry_run_device_flags(argv)
     cfg = parse_config(BenchmarkConfig, argv, "hf-ssl-robust benchmark")
     if cfg.dry_run:
-        from .planning import format_plan, plan_benchmark
+        from .planning import estimate_time, format_plan, plan_benchmark
         from .validation import cells
 
-        print(format_plan(plan_benchmark(cfg), cells(cfg)[1]), end="")
+        rows = estimate_time(plan_benchmark(cfg), device_flags.gpu, device_flags.num_processes, device_flags.calibration)
+        print(format_plan(rows, cells(cfg)[1]), end="")
         return 0
+    if device_flags.given:
+        raise ValueError("--gpu, --num_processes and --calibration only apply to --dry_run (the time estimate); "
+                         "a real run uses the devices `accelerate launch` gives it.")
     from .precision import make_accelerator
 
     # The accelerator first: a bare `PartialState()` made before it would fix the process state without
@@ -165,6 +172,84 @@ def leaderboard_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _device_options(parser) -> None:
+    parser.add_argument("--gpu", default="h100", help="Device to estimate the time on: h100, h100-pcie, h200, a100, l4 or cpu.")
+    parser.add_argument("--num_processes", type=int, default=1, help="Processes (devices) the run is split over.")
+    parser.add_argument("--calibration", nargs="*", default=[], help="Calibration JSON files (from `plan --calibrate`) "
+                        "besides the committed ones in hf_ssl_robust/calibration/.")
+
+
+def _dry_run_device_flags(argv: list[str] | None):
+    """`--gpu`, `--num_processes` and `--calibration` of `benchmark --dry_run` (not run settings: kept out of the config).
+
+    Returns the flags (defaults filled in, `.given` says whether any was passed) and the other arguments."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    _device_options(parser)
+    parser.set_defaults(gpu=None, num_processes=None, calibration=None)
+    flags, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    flags.given = any(v is not None for v in (flags.gpu, flags.num_processes, flags.calibration))
+    flags.gpu, flags.num_processes, flags.calibration = flags.gpu or "h100", flags.num_processes or 1, flags.calibration or []
+    return flags, rest
+
+
+def plan_main(argv: list[str] | None = None) -> int:
+    """`hf-ssl-robust plan`: the paper's grid for an encoder with its cost, or `--calibrate` a device."""
+    import argparse
+    import json
+    import time
+
+    parser = argparse.ArgumentParser(prog="hf-ssl-robust plan", description="What the paper's grid (3 tasks, 7 datasets, "
+                                     "ε 2/255 4/255 8/255) costs for an encoder, in FLOPs and device-hours.")
+    parser.add_argument("encoder", nargs="?", help="Preset, Hub id (cached) or folder.")
+    parser.add_argument("--attacks", default="paper", help="paper (EmbedAttack + each task's PGD) or strong (+ APGD, worst case).")
+    parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"], help="Precision the run would use.")
+    parser.add_argument("--batch_size", default=None, help="Evaluation / attack batch (memory column; default 32); "
+                        "with --calibrate the timed batch (default 32 on a GPU, 2 on a CPU).")
+    _device_options(parser)
+    parser.add_argument("--deacl", action="store_true", help="Also cost the paper's DeACL run of this encoder (ImageNet-1k, 100 epochs, 224²).")
+    parser.add_argument("--calibrate", metavar="OUT", help="Instead: time real passes on this device and write a calibration JSON.")
+    parser.add_argument("--encoders", nargs="*", default=None, help="--calibrate: encoders to time (default one preset per family).")
+    parser.add_argument("--precisions", nargs="*", default=None, help="--calibrate: no and/or bf16 (default both on a GPU).")
+    parser.add_argument("--max_side", type=int, default=None, help="--calibrate: cap on the input side (default 224 on a CPU).")
+    parser.add_argument("--repeats", type=int, default=3, help="--calibrate: timed repetitions per pass (median).")
+    parser.add_argument("--cpu_time", action="store_true", help="--calibrate on a CPU: time CPU seconds, not wall seconds "
+                        "(on a shared machine; with OMP_NUM_THREADS=1 it is the wall time of a quiet core).")
+    args = parser.parse_args(argv)
+    if args.calibrate:
+        from .throughput import calibrate
+
+        out = Path(args.calibrate)
+        result = calibrate(args.encoders, args.precisions, batch_size=int(args.batch_size) if args.batch_size else None,
+                           max_side=args.max_side, repeats=args.repeats, log=print,
+                           clock=time.process_time if args.cpu_time else time.perf_counter)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"Wrote {out} ({result['device']}, {len(result['measurements'])} measurements); commit it to "
+              "hf_ssl_robust/calibration/ or pass it with --calibration.")
+        return 0
+    if not args.encoder:
+        raise ValueError("plan needs an ENCODER (e.g. `hf-ssl-robust plan dinov2-small`) or --calibrate OUT.")
+    from .planning import device_hours_at, estimate_time, format_grid_plan, plan_paper_grid
+    from .throughput import precision_key
+
+    rows = estimate_time(plan_paper_grid(args.encoder, args.attacks, args.mixed_precision, args.batch_size or "32"), args.gpu,
+                         args.num_processes, args.calibration)
+    print(format_grid_plan(rows), end="")
+    if rows[0]["gpu"] != "cpu":
+        other = "fp32" if precision_key(args.mixed_precision) == "bf16" else "bf16"
+        hours, _ = device_hours_at(rows, other, args.calibration)
+        flag = "--mixed_precision no" if other == "fp32" else "--mixed_precision bf16"
+        print(f"With {flag}: ≈ {hours:.1f} {rows[0]['gpu'].upper()}-hours ({other} peak).")
+    if args.deacl:
+        from .planning import format_deacl_plan, plan_deacl
+
+        print(format_deacl_plan(plan_deacl(args.encoder, mixed_precision=args.mixed_precision), args.gpu, args.num_processes,
+                                args.calibration), end="")
+    return 0
+
+
 def info_main(argv: list[str] | None = None) -> int:
     from .attacks import ATTACKS
     from .data import DATASETS
@@ -254,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "results": results_main,
-                "leaderboard": leaderboard_main, "info": info_main}
+                "leaderboard": leaderboard_main, "plan": plan_main, "info": info_main}
     if command not in handlers:
         print(f"Unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

@@ -86,7 +86,8 @@ class Float32Input:
 
     def forward(self, input: Tensor, *args, **kwargs):
         device = input.device.type
-        if not input.is_floating_point() or not torch.is_autocast_enabled(device):
+        # meta tensors (cost counting, `hf_ssl_robust.cost`) have no autocast state to ask about
+        if not input.is_floating_point() or device == "meta" or not torch.is_autocast_enabled(device):
             return super().forward(input, *args, **kwargs)
         with torch.autocast(device_type=device, enabled=False):
             if isinstance(self, nn.Conv2d):  # weights may be stored in bf16: upcast them too
