@@ -200,6 +200,10 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
         full = make_dataset(spec, "train", num_samples=cfg.num_train_samples, transform=aug, **data_kw)
         train_data = Subset(full, train_idx)
         collate_fn = collate
+    val_cache = None
+    if use_cache and flips_only:  # validation images are window-sized too: score epochs on their cached features
+        val_feats, val_targets = _extract(probe, Subset(base, val_idx), task, 1, cfg.eval_batch_size, show, cfg.num_workers, accelerator)
+        val_cache = (val_feats[0], val_targets[0])
     timings["feature_cache_s"] = time.perf_counter() - start if use_cache else 0.0
 
     candidates = list(cfg.lr_candidates) or ([hp["lr"] * 10**-k for k in range(4)] if cfg.task == "classification" and cfg.lr is None else [hp["lr"]])
@@ -207,7 +211,8 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     for lr in candidates:  # the paper's classification lr (0.5 with Adam) is far too large for some encoders
         set_seed(cfg.seed)
         model = task.head_class.from_encoder(encoder, **head_kwargs)
-        result = _fit(model, train_data, collate_fn, Subset(base, val_idx), task, spec, hp, lr, cfg, accelerator, image_size, use_cache)
+        result = _fit(model, train_data, collate_fn, Subset(base, val_idx), task, spec, hp, lr, cfg, accelerator, image_size, use_cache,
+                      val_cache=val_cache)
         attempts.append({"lr": lr, "diverged": result["diverged"], "best_val": result["best_val"], "seconds": round(result["seconds"], 2)})
         if result["diverged"]:
             logger.warning(f"training diverged at lr={lr:g}", main_process_only=True)
@@ -264,7 +269,7 @@ def _score(metrics: dict, task) -> float:
     return value if task.higher_is_better else -value
 
 
-def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accelerator, image_size, use_cache) -> dict:
+def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accelerator, image_size, use_cache, val_cache=None) -> dict:
     """Train on global batches of `hp["batch_size"]` split across processes (`distributed.py`): the same
     order, the same gradient and the same BatchNorm statistics on 1 or N processes."""
     params = list(model.head_parameters())
@@ -309,7 +314,10 @@ def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accel
         if not math.isfinite(mean_loss):
             diverged = True
             break
-        val = evaluate(model, val_loader, task, spec, accelerator=accelerator, desc="val")["none"]
+        if val_cache is not None:
+            val = _evaluate_cached(accelerator.unwrap_model(model), *val_cache, task, spec, image_size, cfg.eval_batch_size, accelerator)
+        else:
+            val = evaluate(model, val_loader, task, spec, accelerator=accelerator, desc="val")["none"]
         if best_val is None or _score(val, task) > _score(best_val, task):
             best_val, best_epoch = val, epoch
             best = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items() if not k.startswith("encoder.")}
@@ -319,6 +327,23 @@ def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accel
         unwrapped.load_state_dict(best, strict=False)
     return {"model": model, "best_val": best_val, "best_epoch": best_epoch, "diverged": diverged or best is None,
             "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def _evaluate_cached(model, feats, targets, task, spec, image_size: int, batch_size: int, accelerator) -> dict:
+    """`evaluate(...)["none"]` on cached features (every process holds them all: no gather): the same
+    numbers as scoring the images, without running the frozen encoder again every epoch."""
+    was_training = model.training
+    model.eval()
+    meter = task.make_meter(spec)
+    try:
+        for i in range(0, feats.shape[0], batch_size):
+            with autocast(accelerator):
+                pred = task.predict(model(features=feats[i : i + batch_size], image_size=(image_size, image_size)))
+            meter.update(pred.float() if pred.is_floating_point() else pred, targets[i : i + batch_size])
+    finally:
+        model.train(was_training)
+    return {**{k: float(v) for k, v in meter.compute().items()}, "num_samples": meter.num_samples}
 
 
 def _set_epoch(data, epoch: int) -> None:
