@@ -77,6 +77,60 @@ def autocast_for(precision: str, device: str | torch.device = "cpu"):
     return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[precision])
 
 
+# -- input gradients under fp16: per-sample loss scaling -------------------------------------------
+def fp16_autocast(device_type: str) -> bool:
+    """Whether fp16 autocast is on for this device type."""
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
+
+
+_FP16_MIN_NORMAL = 2.0**-14
+
+
+class InputGradScaler:
+    """The gradient of a per-sample objective `[B]` with respect to the input, safe under fp16.
+
+    In fp16 (smallest subnormal 6e-8) the input gradient of a confident image underflows to exact
+    zero, and `sign(0) = 0` leaves the image where it is. Under fp16 autocast each sample's objective
+    is multiplied by its own scale before `autograd.grad` and the (fp32) gradient divided by it
+    afterwards, so callers see the true gradient and the true objective. Samples are independent, so
+    a scale per sample changes nothing else. The scales are dynamic and kept across steps: a sample
+    whose scaled gradient is not finite is retried with a scale `FACTOR` times smaller (never below 1,
+    never again as large), one whose gradient is mostly exact zeros or all below fp16's smallest
+    normal number (underflow, lost precision) with one `FACTOR` times larger (at most `MAX`, and
+    below any scale that overflowed), at most `RETRIES` extra backward passes per call. Without fp16 autocast it
+    is one plain `autograd.grad` (bit for bit as before). bf16 has fp32's range and needs none of it.
+    """
+
+    INIT, FACTOR, MAX, RETRIES = 2.0**14, 2.0**4, 2.0**60, 4
+
+    def __init__(self, device_type: str) -> None:
+        self.enabled = fp16_autocast(device_type)
+        self.scale: Tensor | None = None  # [B] fp32
+        self.ceiling: Tensor | None = None  # [B] smallest scale seen to overflow
+
+    def grad(self, loss: Tensor, x: Tensor) -> Tensor:
+        """`d loss.sum() / d x` (`loss` `[B]`, `x` `[B, ...]`)."""
+        if not self.enabled:
+            (grad,) = torch.autograd.grad(loss.sum(), x, materialize_grads=True)
+            return grad
+        if self.scale is None:
+            self.scale = torch.full(loss.shape, self.INIT, dtype=torch.float32, device=loss.device)
+            self.ceiling = torch.full_like(self.scale, float("inf"))
+        for attempt in range(self.RETRIES + 1):
+            last = attempt == self.RETRIES
+            (grad,) = torch.autograd.grad((loss.float() * self.scale).sum(), x, retain_graph=not last, materialize_grads=True)
+            flat = grad.flatten(1)
+            overflow = ~torch.isfinite(flat).all(1) & (self.scale > 1)
+            grown = (self.scale * self.FACTOR).clamp(max=self.MAX)
+            tiny = ((flat == 0).float().mean(1) > 0.5) | (flat.abs().amax(1) < _FP16_MIN_NORMAL)  # zeros or subnormals
+            underflow = tiny & (grown > self.scale) & (grown < self.ceiling)
+            if last or not bool((overflow | underflow).any()):  # one host sync per step, under fp16 only
+                break
+            self.ceiling = torch.where(overflow, torch.minimum(self.ceiling, self.scale), self.ceiling)
+            self.scale = torch.where(overflow, (self.scale / self.FACTOR).clamp(min=1.0), torch.where(underflow, grown, self.scale))
+        return grad / self.scale.view(-1, *[1] * (grad.ndim - 1)).to(grad.dtype)
+
+
 # -- the first layer that sees pixels, in fp32 -----------------------------------------------------
 class Float32Input:
     """Mixin of the pixel layer: under autocast, compute in fp32 (input and weights upcast).

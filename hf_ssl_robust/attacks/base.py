@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..encoders import check_pixels
+from ..precision import InputGradScaler
 
 ATTACKS: dict[str, type[Attack]] = {}
 NORMS = ("linf", "l2")
@@ -225,6 +226,7 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
     x_adv = _random_start(x, radius, linf, attack.seed) if attack.random_start else x.clone()
     x_adv = _project(x_adv, x, radius, linf)
     policy = attack.step_policy(x, radius)
+    scaler = InputGradScaler(x.device.type)  # fp16 autocast: per-sample loss scaling (no underflow to 0)
     best = best_score = None
     losses = []
     for step in range(attack.steps):
@@ -234,7 +236,7 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
         if loss.shape != x.shape[:1]:
             raise ValueError(f"{type(attack).__name__}.loss must return one value per sample [B], got {tuple(loss.shape)}.")
         if loss.requires_grad:  # samples are independent: summing keeps each sample's gradient
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv, materialize_grads=True)
+            grad = scaler.grad(loss, x_adv)  # the true (unscaled) gradient; `loss` stays unscaled
         else:  # the objective does not depend on the input (e.g. a constant model)
             grad = torch.zeros_like(x_adv)
         x_adv = x_adv.detach()
