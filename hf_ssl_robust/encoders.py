@@ -164,8 +164,9 @@ class PixelEncoder(nn.Module):
             the paper reads those; a family without a final norm returns its tokens). Can be
             overridden per call.
 
-    Under autocast the backbone's first layer that sees pixels (`pixel_layer`, found per backbone
-    by `precision.find_pixel_layer`) still computes in fp32, so perturbations of 1/255 survive.
+    Under autocast, and with bf16 / fp16 weights, the backbone's first layer that sees pixels
+    (`pixel_layer`, found per backbone by `precision.find_pixel_layer`) keeps fp32 parameters and
+    computes in fp32, so perturbations of 1/255 survive.
     """
 
     def __init__(
@@ -229,6 +230,12 @@ class PixelEncoder(nn.Module):
         cls, patches, grid = self.family.tokens(self.backbone, self.normalize(pixels), pre_norm)
         return EncoderOutput(cls=cls, patches=patches, grid=tuple(int(g) for g in grid))
 
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.pixel_layer is not None:  # `.to(torch.bfloat16)` and the like: the pixel layer stays fp32
+            keep_pixel_layer_fp32(self.backbone)
+        return self
+
     def save_pretrained(self, path: str | os.PathLike, **kwargs) -> None:
         """Save the backbone alone, so that `AutoModel.from_pretrained(path)` loads it as-is."""
         self.backbone.save_pretrained(path, safe_serialization=True, **kwargs)
@@ -280,7 +287,8 @@ def load_encoder(
         trust_remote_code: allow custom modelling code from the Hub (off unless asked for).
         pre_norm: default to the last block's tokens before the final layer norm.
         mean, std: normalisation applied inside the encoder (default: the preset's, else the family's).
-        dtype: parameter dtype (default: float32).
+        dtype: parameter dtype (default: float32). The pixel layer (patch embedding or conv stem)
+            keeps fp32 parameters and computes in fp32 whatever `dtype`, so small perturbations survive.
 
     Returns:
         A `PixelEncoder` in eval mode.

@@ -133,20 +133,33 @@ class InputGradScaler:
 
 # -- the first layer that sees pixels, in fp32 -----------------------------------------------------
 class Float32Input:
-    """Mixin of the pixel layer: under autocast, compute in fp32 (input and weights upcast).
+    """Mixin of the pixel layer: its parameters are kept in fp32 and it computes in fp32 (input and
+    weights upcast) under autocast and in a model whose other weights are bf16 / fp16 (`load_encoder(
+    dtype=...)`, `.to(torch.bfloat16)`), so a 0.25/255 change of a pixel reaches its output.
 
-    Without autocast it is the layer's own forward, bit for bit (bf16 weights stay bf16).
+    `model_dtype` is the dtype the rest of the model computes in (set by `keep_pixel_layer_fp32`):
+    outside autocast the output is cast to it, so the next layer gets what it expects. In an fp32
+    model outside autocast it is the layer's own forward, bit for bit.
     """
+
+    model_dtype: torch.dtype = torch.float32
 
     def forward(self, input: Tensor, *args, **kwargs):
         device = input.device.type
-        if not input.is_floating_point() or not torch.is_autocast_enabled(device):
+        autocasting = torch.is_autocast_enabled(device)
+        weight = getattr(self, "weight", None)
+        plain = not autocasting and self.model_dtype == torch.float32 and (weight is None or weight.dtype == torch.float32)
+        if not input.is_floating_point() or plain:
             return super().forward(input, *args, **kwargs)
         with torch.autocast(device_type=device, enabled=False):
-            if isinstance(self, nn.Conv2d):  # weights may be stored in bf16: upcast them too
+            if isinstance(self, nn.Conv2d):  # weights may be stored in bf16 (a later .to()): upcast them too
                 bias = None if self.bias is None else self.bias.float()
-                return self._conv_forward(input.float(), self.weight.float(), bias)
-            return super().forward(input.float(), *args, **kwargs)
+                out = self._conv_forward(input.float(), self.weight.float(), bias)
+            else:
+                out = super().forward(input.float(), *args, **kwargs)
+        # under autocast an fp32 model's pixel layer hands on fp32 (autocast casts per op); a bf16 / fp16
+        # model gets its own dtype, after the layer has seen the exact pixels
+        return out if autocasting and self.model_dtype == torch.float32 else out.to(self.model_dtype)
 
 
 _FLOAT32_CLASSES: dict[type, type] = {}
@@ -179,10 +192,12 @@ def find_pixel_layer(backbone: nn.Module, num_channels: int | None = None) -> tu
 
 
 def keep_pixel_layer_fp32(backbone: nn.Module) -> str | None:
-    """Make the backbone's pixel layer compute in fp32 under autocast; returns its name.
+    """Make the backbone's pixel layer compute in fp32 (under autocast, and in a bf16 / fp16 model,
+    whose pixel layer's parameters are upcast to fp32); returns its name.
 
     The layer's class is swapped for a subclass (same parameters and state-dict keys, so
-    `save_pretrained` and `from_pretrained` are unaffected). Idempotent.
+    `save_pretrained` and `from_pretrained` are unaffected). Idempotent; call it again after
+    changing the model's dtype (`PixelEncoder` does, in `.to()` / `.float()` / `.bfloat16()`).
     """
     found = find_pixel_layer(backbone)
     if found is None:
@@ -191,4 +206,36 @@ def keep_pixel_layer_fp32(backbone: nn.Module) -> str | None:
         return None
     name, module = found
     module.__class__ = _float32_class(type(module))
+    module.model_dtype = _model_dtype(backbone, module)
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in module.parameters(recurse=False)):
+        module.float()  # a bf16 / fp16 model: the pixel layer's own weights stay fp32
+    _cast_pixel_dtype_tables(backbone, module)
     return name
+
+
+def _cast_pixel_dtype_tables(backbone: nn.Module, pixel_layer: nn.Module) -> None:
+    """DINOv3 ViT builds its RoPE tables in the dtype of the pixels it is given, which transformers
+    takes from the pixel layer's weights (now fp32): cast them to the model's dtype, or a bf16 model's
+    attention would get fp32 queries and keys with bf16 values. Idempotent."""
+    rope = getattr(backbone, "rope_embeddings", None)
+    if rope is None:
+        return
+    rope.model_dtype = pixel_layer.model_dtype
+    if not getattr(rope, "_hf_ssl_robust_cast", False):
+        rope.register_forward_hook(_tables_to_model_dtype)  # a module-level function: picklable, deep-copyable
+        rope._hf_ssl_robust_cast = True
+
+
+def _tables_to_model_dtype(module: nn.Module, inputs, output):
+    dtype = getattr(module, "model_dtype", torch.float32)
+    return output if dtype == torch.float32 else tuple(t.to(dtype) for t in output)
+
+
+def _model_dtype(backbone: nn.Module, pixel_layer: nn.Module) -> torch.dtype:
+    """The dtype of most of the backbone's floating parameters outside the pixel layer (fp32 if none)."""
+    own = {id(p) for p in pixel_layer.parameters()}
+    counts: dict[torch.dtype, int] = {}
+    for p in backbone.parameters():
+        if id(p) not in own and p.is_floating_point():
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return max(counts, key=counts.get) if counts else torch.float32

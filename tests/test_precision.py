@@ -102,6 +102,35 @@ def test_encoder__quarter_grey_level_changes_the_tokens_under_bf16(kind):
     assert encoder.pixel_layer == "embeddings.patch_embeddings.projection"
 
 
+@pytest.mark.parametrize("family", list(family_backbones()))
+def test_encoder__bf16_weights_keep_a_quarter_grey_level(family, tmp_path):
+    """`load_encoder(dtype=torch.bfloat16)`: the pixel layer keeps fp32 parameters and sees the exact
+    pixels (transformers casts them to that layer's dtype), with or without autocast, on every family."""
+    family_backbones()[family].save_pretrained(tmp_path)
+    encoder = load_encoder(str(tmp_path), dtype=torch.bfloat16).to(DEVICE)
+    layer = dict(encoder.backbone.named_modules())[encoder.pixel_layer]
+    assert layer.weight.dtype == torch.float32 and layer.model_dtype == torch.bfloat16
+    x, nudged = white_with_red_nudge()
+    for context in (torch.no_grad, bf16):  # plain: no "mixed dtype" error, bf16 tokens out
+        with torch.no_grad(), context():
+            clean, moved = encoder(x), encoder(nudged)
+        assert clean.patches.dtype == torch.bfloat16
+        change = (moved.patches.float() - clean.patches.float()).abs().amax(dim=(1, 2))
+        assert (change > 0).all(), (family, context.__name__)  # identical tokens: the nudge was rounded away
+
+
+def test_encoder__dtype_changes_keep_the_pixel_layer_fp32(tiny_dinov2_path):
+    encoder = load_encoder(tiny_dinov2_path)
+    layer = dict(encoder.backbone.named_modules())[encoder.pixel_layer]
+    encoder.to(torch.bfloat16)
+    assert layer.weight.dtype == torch.float32 and layer.model_dtype == torch.bfloat16
+    assert encoder.backbone.embeddings.cls_token.dtype == torch.bfloat16
+    encoder.float()
+    assert layer.model_dtype == torch.float32
+    with torch.no_grad():
+        assert encoder(torch.rand(1, 3, 32, 32)).patches.dtype == torch.float32  # back to a plain fp32 model
+
+
 def test_pixel_layer__state_dict_save_and_plain_forward_unchanged(tiny_dinov2_path, tmp_path):
     plain = make_tiny_backbone("dinov2")
     encoder = load_encoder(make_tiny_backbone("dinov2"))
