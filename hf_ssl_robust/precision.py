@@ -83,7 +83,10 @@ def fp16_autocast(device_type: str) -> bool:
     return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
 
 
-_FP16_MIN_NORMAL = 2.0**-14
+# Grow a scale while the largest scaled input-gradient entry is below this: the gradients inside the
+# network are of the same order, so this keeps them clear of fp16's subnormals (< 2^-14) with 2^22 of
+# headroom below its largest number (65504).
+_GROW_BELOW = 2.0**-6
 
 
 class InputGradScaler:
@@ -95,10 +98,11 @@ class InputGradScaler:
     afterwards, so callers see the true gradient and the true objective. Samples are independent, so
     a scale per sample changes nothing else. The scales are dynamic and kept across steps: a sample
     whose scaled gradient is not finite is retried with a scale `FACTOR` times smaller (never below 1,
-    never again as large), one whose gradient is mostly exact zeros or all below fp16's smallest
-    normal number (underflow, lost precision) with one `FACTOR` times larger (at most `MAX`, and
-    below any scale that overflowed), at most `RETRIES` extra backward passes per call. Without fp16 autocast it
-    is one plain `autograd.grad` (bit for bit as before). bf16 has fp32's range and needs none of it.
+    never again as large), one whose gradient is mostly exact zeros or whose largest entry is below
+    `_GROW_BELOW` (underflow, lost precision) with one `FACTOR` times larger (at most `MAX`, and
+    below any scale that overflowed), at most `RETRIES` extra backward passes per call; each sample
+    gets its latest finite gradient. Without fp16 autocast it is one plain `autograd.grad` (bit for
+    bit as before). bf16 has fp32's range and needs none of it.
     """
 
     INIT, FACTOR, MAX, RETRIES = 2.0**14, 2.0**4, 2.0**60, 4
@@ -116,19 +120,24 @@ class InputGradScaler:
         if self.scale is None:
             self.scale = torch.full(loss.shape, self.INIT, dtype=torch.float32, device=loss.device)
             self.ceiling = torch.full_like(self.scale, float("inf"))
+        result = None
         for attempt in range(self.RETRIES + 1):
-            last = attempt == self.RETRIES
-            (grad,) = torch.autograd.grad((loss.float() * self.scale).sum(), x, retain_graph=not last, materialize_grads=True)
+            (grad,) = torch.autograd.grad((loss.float() * self.scale).sum(), x, retain_graph=attempt < self.RETRIES,
+                                          materialize_grads=True)
             flat = grad.flatten(1)
-            overflow = ~torch.isfinite(flat).all(1) & (self.scale > 1)
+            finite = torch.isfinite(flat).all(1)
+            unscaled = grad / self.scale.view(-1, *[1] * (grad.ndim - 1)).to(grad.dtype)
+            # per sample, the latest finite gradient (a retry that overflows keeps the earlier one)
+            result = unscaled if result is None else torch.where(finite.view(-1, *[1] * (grad.ndim - 1)), unscaled, result)
+            overflow = ~finite & (self.scale > 1)
             grown = (self.scale * self.FACTOR).clamp(max=self.MAX)
-            tiny = ((flat == 0).float().mean(1) > 0.5) | (flat.abs().amax(1) < _FP16_MIN_NORMAL)  # zeros or subnormals
-            underflow = tiny & (grown > self.scale) & (grown < self.ceiling)
-            if last or not bool((overflow | underflow).any()):  # one host sync per step, under fp16 only
-                break
+            tiny = ((flat == 0).float().mean(1) > 0.5) | (flat.abs().amax(1) < _GROW_BELOW)  # zeros or near-subnormals
+            underflow = finite & tiny & (grown > self.scale) & (grown < self.ceiling)
             self.ceiling = torch.where(overflow, torch.minimum(self.ceiling, self.scale), self.ceiling)
             self.scale = torch.where(overflow, (self.scale / self.FACTOR).clamp(min=1.0), torch.where(underflow, grown, self.scale))
-        return grad / self.scale.view(-1, *[1] * (grad.ndim - 1)).to(grad.dtype)
+            if attempt == self.RETRIES or not bool((overflow | underflow).any()):  # one host sync per step, fp16 only
+                break
+        return result
 
 
 # -- the first layer that sees pixels, in fp32 -----------------------------------------------------
