@@ -97,15 +97,15 @@ class InputGradScaler:
     is multiplied by its own scale before `autograd.grad` and the (fp32) gradient divided by it
     afterwards, so callers see the true gradient and the true objective. Samples are independent, so
     a scale per sample changes nothing else. The scales are dynamic and kept across steps: a sample
-    whose scaled gradient is not finite is retried with a scale `FACTOR` times smaller (never below 1,
+    whose scaled gradient is not finite is retried with a scale `BACKOFF` times smaller (never below 1,
     never again as large), one whose gradient is mostly exact zeros or whose largest entry is below
-    `_GROW_BELOW` (underflow, lost precision) with one `FACTOR` times larger (at most `MAX`, and
-    below any scale that overflowed), at most `RETRIES` extra backward passes per call; each sample
+    `_GROW_BELOW` (underflow, lost precision) with one up to `GROW` times larger (at most `MAX`, and
+    `BACKOFF` times below any scale that overflowed), at most `RETRIES` extra backward passes per call; each sample
     gets its latest finite gradient. Without fp16 autocast it is one plain `autograd.grad` (bit for
     bit as before). bf16 has fp32's range and needs none of it.
     """
 
-    INIT, FACTOR, MAX, RETRIES = 2.0**14, 2.0**4, 2.0**60, 4
+    INIT, GROW, BACKOFF, MAX, RETRIES = 2.0**14, 2.0**8, 2.0**4, 2.0**100, 4  # MAX: scaled fp32 objectives stay finite
 
     def __init__(self, device_type: str) -> None:
         self.enabled = fp16_autocast(device_type)
@@ -130,11 +130,11 @@ class InputGradScaler:
             # per sample, the latest finite gradient (a retry that overflows keeps the earlier one)
             result = unscaled if result is None else torch.where(finite.view(-1, *[1] * (grad.ndim - 1)), unscaled, result)
             overflow = ~finite & (self.scale > 1)
-            grown = (self.scale * self.FACTOR).clamp(max=self.MAX)
+            grown = torch.minimum((self.scale * self.GROW).clamp(max=self.MAX), self.ceiling / self.BACKOFF)
             tiny = ((flat == 0).float().mean(1) > 0.5) | (flat.abs().amax(1) < _GROW_BELOW)  # zeros or near-subnormals
             underflow = finite & tiny & (grown > self.scale) & (grown < self.ceiling)
             self.ceiling = torch.where(overflow, torch.minimum(self.ceiling, self.scale), self.ceiling)
-            self.scale = torch.where(overflow, (self.scale / self.FACTOR).clamp(min=1.0), torch.where(underflow, grown, self.scale))
+            self.scale = torch.where(overflow, (self.scale / self.BACKOFF).clamp(min=1.0), torch.where(underflow, grown, self.scale))
             if attempt == self.RETRIES or not bool((overflow | underflow).any()):  # one host sync per step, fp16 only
                 break
         return result
