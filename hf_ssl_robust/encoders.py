@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import json
 import os
 import socket
 import ssl
@@ -93,6 +94,7 @@ ENCODER_PRESETS: dict[str, Preset] = {
 }
 PRESETS: dict[str, str] = {name: preset.hub_id for name, preset in ENCODER_PRESETS.items()}
 ASSETS_DIR = Path(__file__).parent / "assets"
+ENCODER_CONFIG_FILE = "encoder_config.json"  # beside config.json: the normalisation `PixelEncoder` used
 
 
 def centre_pad(pixels: Tensor, multiple: int, fill: Tensor | None = None) -> tuple[Tensor, tuple[int, int, int, int]]:
@@ -164,8 +166,9 @@ class PixelEncoder(nn.Module):
             the paper reads those; a family without a final norm returns its tokens). Can be
             overridden per call.
 
-    Under autocast the backbone's first layer that sees pixels (`pixel_layer`, found per backbone
-    by `precision.find_pixel_layer`) still computes in fp32, so perturbations of 1/255 survive.
+    Under autocast, and with bf16 / fp16 weights, the backbone's first layer that sees pixels
+    (`pixel_layer`, found per backbone by `precision.find_pixel_layer`) keeps fp32 parameters and
+    computes in fp32, so perturbations of 1/255 survive.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class PixelEncoder(nn.Module):
         self.pre_norm = pre_norm
         self.pixel_layer = keep_pixel_layer_fp32(backbone)  # its name in the backbone
         mean, std = mean or self.family.mean, std or self.family.std
+        self.image_mean, self.image_std = tuple(float(v) for v in mean), tuple(float(v) for v in std)  # as saved
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -229,9 +233,19 @@ class PixelEncoder(nn.Module):
         cls, patches, grid = self.family.tokens(self.backbone, self.normalize(pixels), pre_norm)
         return EncoderOutput(cls=cls, patches=patches, grid=tuple(int(g) for g in grid))
 
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.pixel_layer is not None:  # `.to(torch.bfloat16)` and the like: the pixel layer stays fp32
+            keep_pixel_layer_fp32(self.backbone)
+        return self
+
     def save_pretrained(self, path: str | os.PathLike, **kwargs) -> None:
-        """Save the backbone alone, so that `AutoModel.from_pretrained(path)` loads it as-is."""
+        """Save the backbone alone, so that `AutoModel.from_pretrained(path)` loads it as-is, and the
+        normalisation it uses in `encoder_config.json` (`image_mean`, `image_std`), which
+        `load_encoder(path)` applies: a preset's own constants (e.g. DINOv3 SAT's) survive the save."""
         self.backbone.save_pretrained(path, safe_serialization=True, **kwargs)
+        settings = {"image_mean": list(self.image_mean), "image_std": list(self.image_std)}
+        (Path(path) / ENCODER_CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def check_pixels(pixels: Tensor, min_size: int = 1) -> None:
@@ -279,8 +293,11 @@ def load_encoder(
         revision: Hub revision.
         trust_remote_code: allow custom modelling code from the Hub (off unless asked for).
         pre_norm: default to the last block's tokens before the final layer norm.
-        mean, std: normalisation applied inside the encoder (default: the preset's, else the family's).
-        dtype: parameter dtype (default: float32).
+        mean, std: normalisation applied inside the encoder (default: the preset's, else the one
+            saved in the folder / repo's `encoder_config.json` by `PixelEncoder.save_pretrained`,
+            else the family's).
+        dtype: parameter dtype (default: float32). The pixel layer (patch embedding or conv stem)
+            keeps fp32 parameters and computes in fp32 whatever `dtype`, so small perturbations survive.
 
     Returns:
         A `PixelEncoder` in eval mode.
@@ -304,6 +321,9 @@ def load_encoder(
     except (OSError, ValueError) as err:
         raise _load_error(name, resolved, err) from err
     family = get_family(config)  # an unsupported family is refused before any weights load
+    if mean is None or std is None:
+        saved = _saved_normalisation(resolved, kwargs)
+        mean, std = mean or saved.get("image_mean"), std or saved.get("image_std")
     tower = family.backbone_config(config)  # e.g. a full CLIPModel checkpoint: its vision tower only
     try:
         model_kwargs = dict(kwargs, config=tower, use_safetensors=True, **family.load_kwargs(tower))
@@ -314,6 +334,26 @@ def load_encoder(
     except (OSError, ValueError) as err:
         raise _load_error(name, resolved, err) from err
     return PixelEncoder(backbone, mean=mean, std=std, pre_norm=pre_norm).eval()
+
+
+def _saved_normalisation(resolved: str, kwargs: dict) -> dict:
+    """`encoder_config.json` of a folder or Hub repo (`{}` if it has none): checked, as tuples."""
+    from transformers.utils import cached_file
+
+    hub = {k: kwargs[k] for k in ("revision", "local_files_only") if k in kwargs}
+    path = cached_file(resolved, ENCODER_CONFIG_FILE, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False, **hub)
+    if path is None:
+        return {}
+    try:
+        saved = json.loads(Path(path).read_text())
+        out = {k: tuple(float(v) for v in saved[k]) for k in ("image_mean", "image_std") if k in saved}
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path!r} is not a valid {ENCODER_CONFIG_FILE}: {err}. Fix or delete it (or pass mean= / std=).") from err
+    bad = {k: v for k, v in out.items() if len(v) != 3 or (k == "image_std" and min(v) <= 0)}
+    if bad:
+        raise ValueError(f"{path!r}: {bad} must be 3 values (std > 0). Fix or delete it (or pass mean= / std=).")
+    return out
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ them; every attack perturbs the task model (EmbedAttack through the tokens the h
 Mixed sizes: a batch whose images differ in size (`batch["image_size"]`, set by `collate`) is run
 one size group at a time, each image cropped back to its own size, so no model or attack ever
 sees the padding and an image's numbers do not depend on what it is batched with. Seeded attacks
-seed each image's random start by its position in the split (`batch["index"]`, added by
-`IndexedDataset`) when the batch has it, else by the global batch index.
+seed each image's random start from (seed, its position in the split (`batch["index"]`, added by
+`IndexedDataset`), the attack's name) when the batch has it, else from the global batch index.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from .attacks import Attack
+from .attacks import Attack, image_seeds, mix_seed
 from .precision import autocast
 from .tasks import Task
 from .worst_case import worst_predictions
@@ -77,9 +77,9 @@ def evaluate(
                 for name, attack in attacks.items():
                     seeds = None
                     if attack.seed is not None and "index" in batch:  # an image's random start, however it is batched
-                        seeds = [attack.seed + int(k) for k in batch["index"]]
+                        seeds = image_seeds(attack.seed, batch["index"], name)  # (seed, image, attack) mixed
                     elif attack.seed is not None:
-                        attack = dataclasses.replace(attack, seed=attack.seed + global_batch)
+                        attack = dataclasses.replace(attack, seed=mix_seed(attack.seed, "batch", global_batch, name))
                     adv = by_size(_perturb(attack, unwrapped), pixels, target, groups, seeds=seeds)
                     preds[name] = by_size(lambda x, t: _predict(task, unwrapped, x), adv, target, groups)
                     preds["adv/" + name] = adv

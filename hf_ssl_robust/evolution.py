@@ -38,6 +38,8 @@ def make_evolution_eval(
 
     Each call trains a fresh head per task on the current encoder (frozen, feature-cached) and
     scores it clean and under EmbedAttack and the task attack at one ε, on the same images.
+    `num_train_samples` / `max_eval_samples` are seeded subsets of the full splits (`seed`; for
+    ShapesWorld, scenes rendered from its seeded stream): the same images at every DeACL step.
     """
     eps_value = parse_eps(eps)
 

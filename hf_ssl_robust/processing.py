@@ -10,7 +10,7 @@ needs and for its PIL backend, which works without torchvision:
 | classification head | `ViTImageProcessor` | square `image_size` (as the benchmark's evaluation) | 1/255 | off |
 | segmentation head | `BeitImageProcessor` (has `post_process_semantic_segmentation`) | short side to `image_size`, aspect kept | 1/255 | off |
 | depth head | `DPTImageProcessor` (has `post_process_depth_estimation`) | aspect kept, the side whose scale is closest to 1 set to `image_size` | 1/255 | off |
-| encoder (plain `AutoModel`) | `ViTImageProcessor` | square native size (`config.image_size`) | 1/255 | the family's mean / std |
+| encoder (plain `AutoModel`) | `ViTImageProcessor` | square native size (`config.image_size`) | 1/255 | its `encoder_config.json` mean / std, else the family's |
 
 Decisions:
     * Heads normalise inside the model (pixels in [0, 1] is the library's contract), so their
@@ -47,7 +47,7 @@ from transformers import AutoConfig, BeitImageProcessorPil, DPTImageProcessorPil
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 
-from .encoders import get_family
+from .encoders import ENCODER_CONFIG_FILE, get_family
 from .heads.configuration import ClassificationHeadConfig, DepthHeadConfig, SegmentationHeadConfig
 
 __all__ = ["PROCESSOR_FILE", "ensure_image_processor", "image_processor_for", "save_image_processor"]
@@ -58,12 +58,13 @@ _NO_NORMALISATION = dict(do_rescale=True, rescale_factor=1 / 255, do_normalize=F
 _BILINEAR = PILImageResampling.BILINEAR
 
 
-def image_processor_for(config: PretrainedConfig) -> BaseImageProcessor:
+def image_processor_for(config: PretrainedConfig, mean=None, std=None) -> BaseImageProcessor:
     """The image processor of a head config or of an encoder (backbone) config.
 
     Args:
         config: a head config (`ClassificationHeadConfig`, `SegmentationHeadConfig`,
             `DepthHeadConfig`) or the config of a backbone of a supported family.
+        mean, std: an encoder's normalisation (default: its family's).
 
     Returns:
         A PIL-backend image processor (see the module docstring for what each one does).
@@ -89,7 +90,7 @@ def image_processor_for(config: PretrainedConfig) -> BaseImageProcessor:
     side = int(getattr(config, "image_size", None) or family.paper_image_size)
     return ViTImageProcessorPil(
         do_resize=True, size={"height": side, "width": side}, resample=_BILINEAR, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=list(family.mean), image_std=list(family.std),
+        do_normalize=True, image_mean=list(mean or family.mean), image_std=list(std or family.std),
     )  # fmt: skip
 
 
@@ -117,7 +118,9 @@ def save_image_processor(folder: str | os.PathLike, config: PretrainedConfig | N
     folder = Path(folder)
     config = config if config is not None else _folder_config(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    image_processor_for(config).save_pretrained(folder)
+    saved = folder / ENCODER_CONFIG_FILE  # an encoder's own normalisation (PixelEncoder.save_pretrained)
+    norm = json.loads(saved.read_text()) if saved.is_file() else {}
+    image_processor_for(config, norm.get("image_mean"), norm.get("image_std")).save_pretrained(folder)
     return folder / PROCESSOR_FILE
 
 

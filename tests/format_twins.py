@@ -105,6 +105,17 @@ def _cityscapes(rng, root: Path, counts: dict[str, int], h=16, w=32):
                 img.save(folder / name)
 
 
+def write_sorted_cifar10(root: Path, per_class: int = 4, seed: int = 0) -> str:
+    """A CIFAR-10 twin (`img` / `label`, split `test`) whose rows are sorted by class, as many real
+    splits are ordered (Cityscapes by city, NYU by scene): the first rows hold class 0 only."""
+    rng = np.random.default_rng(seed)
+    ds = _classification(rng, 10 * per_class, 32, "img", {"label": CIFAR10_CLASSES})
+    ds = ds.map(lambda row, i: {"label": i // per_class}, with_indices=True)
+    path = Path(root) / "cifar10_sorted"
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(path))
+    return str(path)
+
+
 def write_format_twins(root: Path, n_train: int = 8, n_eval: int = 4, seed: int = 0) -> dict[str, str]:
     """Write every twin under `root`; returns `{registry name: folder}`."""
     rng = np.random.default_rng(seed)

@@ -361,3 +361,59 @@ def test_projection__exact_for_awkward_eps():
         adv = _project(x + torch.randn_like(x), x, e, linf=True)
         assert (adv - x).abs().max() <= eps and (adv - x).abs().max().item() <= eps
         assert adv.min() >= 0 and adv.max() <= 1
+
+
+# --- per-(image, attack, restart) random starts ----------------------------------------------------
+def _eval_starts(monkeypatch, encoder, attacks):
+    """Run `evaluate` on one batch of 2 indexed images; the random-start noise of every seeded start, in call order."""
+    from hf_ssl_robust.attacks import base
+    from hf_ssl_robust.data import get_dataset_spec
+    from hf_ssl_robust.evaluation import evaluate
+    from hf_ssl_robust.heads import SSLForImageClassification
+    from hf_ssl_robust.tasks import get_task
+
+    starts, inner = [], base._random_start
+
+    def spy(x, eps, linf, seed):
+        out = inner(x, eps, linf, seed)
+        if isinstance(seed, (list, tuple)):  # the per-image call (not its recursion into single images)
+            starts.append(out - x)
+        return out
+
+    monkeypatch.setattr(base, "_random_start", spy)
+    task, spec = get_task("classification"), get_dataset_spec("shapes", task="classification")
+    torch.manual_seed(0)
+    model = SSLForImageClassification.from_encoder(encoder, num_labels=spec.num_classes, image_size=32).eval()
+    batch = {"pixel_values": make_pixels()[:2], "labels": torch.tensor([0, 1]), "index": torch.tensor([0, 1])}
+    evaluate(model, [batch], task, spec, attacks=attacks)
+    return starts
+
+
+def _differ(a, b):
+    """Two noises differ (not only by the rounding of (x + noise) - x, about 1e-7)."""
+    return float((a - b).abs().max()) > 1e-4
+
+
+def test_evaluate__attacks_on_one_image_start_from_different_noise(monkeypatch, tiny_encoder):
+    attacks = {"embed": make_attack("embed", steps=1, seed=0), "pgd": make_attack("pgd", steps=1, seed=0)}
+    embed, pgd = _eval_starts(monkeypatch, tiny_encoder, attacks)
+    for k in range(2):  # same seed, same image, another attack: another start
+        assert _differ(embed[k], pgd[k])
+    assert torch.equal(_eval_starts(monkeypatch, tiny_encoder, attacks)[0], embed)  # same seed, same result
+
+
+def test_evaluate__apgd_restart_differs_from_next_image_start(monkeypatch, tiny_encoder):
+    restart0, restart1 = _eval_starts(monkeypatch, tiny_encoder, {"apgd": make_attack("apgd", loss="ce", steps=1, restarts=2, seed=0)})
+    assert _differ(restart1[0], restart0[1])  # restart 1 of image 0 is not image 1's start
+    assert _differ(restart1[0], restart0[0])
+
+
+def test_mix_seed__stable_and_distinct():
+    from hf_ssl_robust.attacks import image_seeds, mix_seed
+    from hf_ssl_robust.attacks.base import restart_seed
+
+    assert mix_seed(0, 1, "pgd") == mix_seed(0, 1, "pgd") and 0 <= mix_seed(-5, 2**70, "x") < 2**63
+    seeds = {mix_seed(s, k, a) for s in (0, 1) for k in range(50) for a in ("pgd", "embed", "apgd")}
+    seeds |= {restart_seed(s, r) for s in image_seeds(0, range(50), "apgd") for r in (1, 2)}
+    assert len(seeds) == 2 * 50 * 3 + 50 * 2  # no collisions between seeds, images, attacks or restarts
+    assert mix_seed(0, "1") != mix_seed(0, 1) and restart_seed(7, 0) == 7 and restart_seed(None, 3) is None

@@ -244,6 +244,37 @@ def test_load_split__single_dataset_and_parquet(tmp_path):
     assert len(ds) == 3 and "label" in ds.column_names
 
 
+@pytest.fixture(scope="module")
+def sorted_cifar10(tmp_path_factory):
+    from format_twins import write_sorted_cifar10
+
+    return write_sorted_cifar10(tmp_path_factory.mktemp("sorted"), per_class=4)  # 40 rows, labels 0,0,0,0,1,...
+
+
+def test_load_split__subset_is_seeded_sample_of_full_split(sorted_cifar10):
+    labels = lambda seed, n=8: load_split("cifar10", "test", data_dir=sorted_cifar10, num_samples=n, seed=seed)["label"]
+    first = labels(0)
+    assert len(first) == 8 and len(set(first)) >= 4, first  # the first 8 rows hold classes 0 and 1 only
+    assert labels(0) == first  # same seed, same rows
+    assert labels(1) != first  # another seed, another subset
+    assert first == sorted(first)  # split order kept
+    assert len(labels(0, n=100)) == 40  # more than the split: the whole split
+    with pytest.raises(ValueError, match=r"num_samples must be an int >= 0.*got -1"):
+        load_split("cifar10", "test", data_dir=sorted_cifar10, num_samples=-1)
+
+
+def test_make_dataset__subset_same_for_every_batch_size(sorted_cifar10):
+    kw = dict(data_dir=sorted_cifar10, num_samples=12, seed=3, image_size=8)
+    ds = make_dataset("cifar10", "eval", **kw)
+    expected = [int(ds[i]["labels"]) for i in range(len(ds))]
+    assert len(set(expected)) >= 5
+    for batch_size in (1, 5):  # the subset is fixed before any loader: batching never changes it
+        loader = make_dataloader("cifar10", "eval", batch_size=batch_size, **kw)
+        assert torch.cat([b["labels"] for b in loader]).tolist() == expected
+    train_kw = dict(kw, num_samples=10)  # head training picks its subset the same way
+    assert len({int(x["labels"]) for x in make_dataset("cifar10", "train", **train_kw)}) >= 5  # first 10 rows: 3 classes
+
+
 def test_load_split__missing_column_lists_available(local_voc):
     with pytest.raises(ValueError, match=r"missing column\(s\) \['mask'\]; available: \['image', 'label'\].*target_column="):
         load_split("voc2012", "val", data_dir=local_voc)

@@ -311,3 +311,17 @@ def test_deacl_crops__come_from_the_full_image():
     assert torch.equal(crops[(0, 7)]["pixel_values"], outs[7])  # a pure function of (index, seed)
     pairs = list(StepBatchSampler(10, 4, seed=0, start=0, total=2, rank=0, world=1, seeded=True))
     assert [i for i, _ in pairs[0]] == list(StepBatchSampler(10, 4, seed=0, start=0, total=2, rank=0, world=1))[0]
+
+
+def test_train_deacl__robust_encoder_keeps_its_teachers_mean_and_std(tiny_dinov2_path, tmp_path):
+    """A DeACL'd SAT encoder (dinov3-vitl16-sat's own constants) reloads with them, and its
+    preprocessor_config.json applies them, instead of falling back to ImageNet's."""
+    from hf_ssl_robust.encoders import SAT_MEAN, SAT_STD
+
+    load_encoder(tiny_dinov2_path, mean=SAT_MEAN, std=SAT_STD).save_pretrained(tmp_path / "sat")  # the teacher folder
+    out = train_deacl(tiny_cfg(str(tmp_path / "sat"), tmp_path / "run", max_steps=1, attack_steps=1))
+    robust = load_encoder(str(out))
+    torch.testing.assert_close(robust.mean.flatten(), torch.tensor(SAT_MEAN))
+    torch.testing.assert_close(robust.std.flatten(), torch.tensor(SAT_STD))
+    processor = AutoImageProcessor.from_pretrained(str(out))
+    assert list(processor.image_mean) == list(SAT_MEAN) and list(processor.image_std) == list(SAT_STD)

@@ -101,6 +101,28 @@ def test_encoder__save_pretrained_reloads_with_automodel(tiny_encoder, tmp_path)
     torch.testing.assert_close(reloaded(x).cls, tiny_encoder(x).cls, rtol=0, atol=0)
 
 
+def test_encoder__save_pretrained_keeps_its_mean_and_std(tiny_dinov2_path, tmp_path):
+    """A SAT-normalised encoder (e.g. a DeACL'd dinov3-vitl16-sat) reloads with SAT constants, not ImageNet's."""
+    import json
+
+    from hf_ssl_robust.processing import save_image_processor
+
+    encoder = load_encoder(tiny_dinov2_path, mean=SAT_MEAN, std=SAT_STD)
+    encoder.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "encoder_config.json").read_text()) == {"image_mean": list(SAT_MEAN), "image_std": list(SAT_STD)}
+    reloaded = load_encoder(str(tmp_path))
+    torch.testing.assert_close(reloaded.mean.flatten(), torch.tensor(SAT_MEAN))
+    torch.testing.assert_close(reloaded.std.flatten(), torch.tensor(SAT_STD))
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(reloaded(x).cls, encoder(x).cls, rtol=0, atol=0)
+    torch.testing.assert_close(load_encoder(str(tmp_path), mean=IMAGENET_MEAN).mean.flatten(), torch.tensor(IMAGENET_MEAN))  # argument wins
+    processor = json.loads(save_image_processor(tmp_path).read_text())  # AutoModel users normalise the same way
+    assert processor["image_mean"] == list(SAT_MEAN) and processor["image_std"] == list(SAT_STD)
+    (tmp_path / "encoder_config.json").write_text('{"image_mean": [0.5, 0.5], "image_std": [1, 1, 1]}')
+    with pytest.raises(ValueError, match=r"encoder_config.json.*image_mean.*3 values.*Fix or delete it"):
+        load_encoder(str(tmp_path))
+
+
 @pytest.mark.parametrize(
     "bad,match",
     [

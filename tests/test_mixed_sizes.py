@@ -84,3 +84,16 @@ def test_embed_attack__targets_the_window_tokens(tiny_encoder):
     model = SSLForSemanticSegmentation.from_encoder(tiny_encoder, num_labels=7, image_size=32, window_stride=16).eval()
     tokens = EmbedAttack().forward(model, torch.rand(2, 3, 32, 64))
     assert tokens.shape == (2, 3 * 4 * 4 * tiny_encoder.hidden_size)
+
+
+def test_embed_attack__depth_targets_cls_and_patch_tokens(tiny_encoder):
+    """The depth head reads the pre-LN CLS token next to every patch token: EmbedAttack targets both."""
+    from hf_ssl_robust.attacks.embed import EmbedAttack
+
+    model, x = _head("depth", tiny_encoder), torch.rand(2, 3, 30, 38)
+    tokens = EmbedAttack().forward(model, x)
+    d = tiny_encoder.hidden_size
+    assert tokens.shape == (2, (1 + 4 * 5) * d)  # 30x38 centre-padded to 32x40: 4x5 patches, plus CLS
+    with torch.no_grad():
+        cls = model.encode_features(x)[:, d:, 0, 0]  # the CLS half of what the head reads
+    torch.testing.assert_close(tokens[:, :d], cls)

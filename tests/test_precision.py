@@ -102,6 +102,35 @@ def test_encoder__quarter_grey_level_changes_the_tokens_under_bf16(kind):
     assert encoder.pixel_layer == "embeddings.patch_embeddings.projection"
 
 
+@pytest.mark.parametrize("family", list(family_backbones()))
+def test_encoder__bf16_weights_keep_a_quarter_grey_level(family, tmp_path):
+    """`load_encoder(dtype=torch.bfloat16)`: the pixel layer keeps fp32 parameters and sees the exact
+    pixels (transformers casts them to that layer's dtype), with or without autocast, on every family."""
+    family_backbones()[family].save_pretrained(tmp_path)
+    encoder = load_encoder(str(tmp_path), dtype=torch.bfloat16).to(DEVICE)
+    layer = dict(encoder.backbone.named_modules())[encoder.pixel_layer]
+    assert layer.weight.dtype == torch.float32 and layer.model_dtype == torch.bfloat16
+    x, nudged = white_with_red_nudge()
+    for context in (torch.no_grad, bf16):  # plain: no "mixed dtype" error, bf16 tokens out
+        with torch.no_grad(), context():
+            clean, moved = encoder(x), encoder(nudged)
+        assert clean.patches.dtype == torch.bfloat16
+        change = (moved.patches.float() - clean.patches.float()).abs().amax(dim=(1, 2))
+        assert (change > 0).all(), (family, context.__name__)  # identical tokens: the nudge was rounded away
+
+
+def test_encoder__dtype_changes_keep_the_pixel_layer_fp32(tiny_dinov2_path):
+    encoder = load_encoder(tiny_dinov2_path)
+    layer = dict(encoder.backbone.named_modules())[encoder.pixel_layer]
+    encoder.to(torch.bfloat16)
+    assert layer.weight.dtype == torch.float32 and layer.model_dtype == torch.bfloat16
+    assert encoder.backbone.embeddings.cls_token.dtype == torch.bfloat16
+    encoder.float()
+    assert layer.model_dtype == torch.float32
+    with torch.no_grad():
+        assert encoder(torch.rand(1, 3, 32, 32)).patches.dtype == torch.float32  # back to a plain fp32 model
+
+
 def test_pixel_layer__state_dict_save_and_plain_forward_unchanged(tiny_dinov2_path, tmp_path):
     plain = make_tiny_backbone("dinov2")
     encoder = load_encoder(make_tiny_backbone("dinov2"))
@@ -235,3 +264,75 @@ def test_space__bf16_requests_report_finite_numbers(task, attack, tmp_path, fres
         out = backend.run(str(tmp_path / "enc"), task, attack, eps_255=2, steps=2, image=image, size=32)
         assert 0 < out.metrics["linf_255"] <= 2 and all(np.isfinite(v) for v in out.losses)
         assert out.adv_image.dtype == np.uint8 and out.adv_image.shape == out.clean_image.shape
+
+
+# --- fp16: input gradients scaled so that confident images still move --------------------------
+class _ConfidentHead(torch.nn.Module):
+    """Pixels -> 2 logits with p(class 0) = 0.9997 whatever the image; its input gradient (about
+    1e-10 per pixel) underflows to exact zero in fp16 unless the objective is scaled."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+        with torch.no_grad():
+            self.body[1].weight.mul_(1e-2)  # weights stay normal fp16 numbers; the gradients do not
+            self.body[3].weight.mul_(1e-2)
+            self.body[3].bias.copy_(torch.tensor([8.0, 0.0]))
+
+    def forward(self, pixels):
+        return self.body(pixels)
+
+
+def _fp16():
+    return torch.autocast("cpu", dtype=torch.float16)
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd"])
+def test_fp16__confident_image_moves(name):
+    model, x, y = _ConfidentHead(), torch.full((2, 3, 8, 8), 0.5), torch.zeros(2, dtype=torch.int64)
+    with torch.no_grad():
+        assert torch.softmax(model(x), 1)[:, 0].min() > 0.9996
+    attack = make_attack(name, eps=4 / 255, steps=3, random_start=False, seed=0, track_best=False)  # the iterate itself
+    with _fp16():
+        result = attack.perturb(model, x, y)
+    moved = (result.pixels - x).abs().flatten(1).amax(1)
+    assert (moved > 1 / 255).all(), moved  # unscaled: the gradient is exactly 0 and the image never moves
+    assert result.losses.max() < 1e-3  # the objective as reported (APGD's schedule compares it) is unscaled
+
+
+def test_fp16__scaled_input_gradient_is_the_true_one():
+    from hf_ssl_robust.precision import InputGradScaler
+
+    model, y = _ConfidentHead(), torch.zeros(2, dtype=torch.int64)
+    x = torch.full((2, 3, 8, 8), 0.5, requires_grad=True)
+    with _fp16():
+        loss = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+        (plain,) = torch.autograd.grad(loss.sum(), x, retain_graph=True)
+        scaled = InputGradScaler("cpu").grad(loss, x)
+    assert torch.count_nonzero(plain) == 0  # the defect: unscaled, fp16 underflows to exact zero
+    (fp32,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y, reduction="none").sum(), x)
+    assert torch.equal(scaled.sign(), fp32.sign())
+    assert float((scaled - fp32).norm() / fp32.norm()) < 0.02  # the true gradient, up to fp16 rounding
+
+
+def test_fp16__scale_backs_off_when_the_scaled_gradient_overflows():
+    from hf_ssl_robust.precision import InputGradScaler
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 3))
+    with torch.no_grad():
+        model[1].weight.mul_(40.0)  # scaled gradients of ~1e4 x 40 overflow fp16's 65504 at the first try
+    x = torch.rand(4, 8, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0])
+    loss_fn = lambda: torch.nn.functional.cross_entropy(model(x), y, reduction="none")  # noqa: E731
+    (fp32,) = torch.autograd.grad(loss_fn().sum(), x)
+    with _fp16():
+        scaler = InputGradScaler("cpu")
+        grad = scaler.grad(loss_fn(), x)
+    assert torch.isfinite(grad).all() and torch.allclose(grad, fp32, rtol=0.02, atol=1e-5)
+    backed_off = scaler.scale < InputGradScaler.INIT  # per sample: only those that overflowed
+    assert 1 <= int(backed_off.sum()) < 4 and torch.equal(backed_off, scaler.ceiling <= InputGradScaler.INIT)
+    assert not InputGradScaler("cpu").enabled  # no autocast: plain autograd.grad
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not InputGradScaler("cpu").enabled  # bf16 has fp32's range: nothing to scale

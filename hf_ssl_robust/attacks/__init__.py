@@ -10,7 +10,7 @@ Every module in this package is imported below, so a new attack is one file that
 import importlib
 import pkgutil
 
-from .base import ATTACKS, Attack, AttackResult, make_attack, projected_gradient_ascent, register_attack
+from .base import ATTACKS, Attack, AttackResult, image_seeds, make_attack, mix_seed, projected_gradient_ascent, register_attack
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -28,7 +28,9 @@ __all__ = [
     "EmbedAttack",
     "PGD",
     "SegPGD",
+    "image_seeds",
     "make_attack",
+    "mix_seed",
     "projected_gradient_ascent",
     "register_attack",
 ]

@@ -18,7 +18,7 @@ used (the policy sets its own). The returned image is, per image, the iterate wi
 damage (`track_best`, on by default): for classification the largest margin `max_{i≠y} z_i − z_y`
 (so an image misclassified at any iterate is returned misclassified), for segmentation the
 highest pixel error rate, for depth the highest RMSE. `restarts > 1` reruns the loop from new
-random starts (seeds `seed + r`) and keeps each image's most damaging result.
+random starts (`restart_seed(seed, r)`: a hash of the seed and r, never another image's seed) and keeps each image's most damaging result.
 
 Shapes: as PGD / SegPGD / DepthPGD for the task of `loss` (logits `[B, K]` or `[B, C, H, W]`,
 depth `[B, H, W]`; HF outputs accepted), target labels / masks / depth maps.
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from . import objectives
-from .base import Attack, AttackResult, StepPolicy, projected_gradient_ascent, register_attack
+from .base import Attack, AttackResult, StepPolicy, projected_gradient_ascent, register_attack, restart_seed
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -187,8 +187,7 @@ class APGD(Attack):
             return projected_gradient_ascent(self, model, pixels, target)
         best = None
         for r in range(self.restarts):
-            seed = self.seed if self.seed is None else (tuple(s + r for s in self.seed) if isinstance(self.seed, (list, tuple)) else self.seed + r)
-            run = projected_gradient_ascent(dataclasses.replace(self, restarts=1, seed=seed), model, pixels, target)
+            run = projected_gradient_ascent(dataclasses.replace(self, restarts=1, seed=restart_seed(self.seed, r)), model, pixels, target)
             if best is None or run.scores is None:  # eps = 0: nothing to compare
                 best = best or run
                 continue

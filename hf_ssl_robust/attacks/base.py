@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..encoders import check_pixels
+from ..precision import InputGradScaler
 
 ATTACKS: dict[str, type[Attack]] = {}
 NORMS = ("linf", "l2")
@@ -59,6 +61,36 @@ def make_attack(name: str, **kwargs: Any) -> Attack:
     return cls(**kwargs)
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*parts: int | str) -> int:
+    """A 63-bit seed from ints and strings (splitmix64-style combine; strings by CRC-32), stable
+    across processes and Python runs (unlike `hash`). Random starts are seeded per image with
+    `mix_seed(seed, image_index, attack_name)` and restart r > 0 with `mix_seed(that, "restart", r)`,
+    so no two attacks, images or restarts share a start, and none depends on batching."""
+    h = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = zlib.crc32(part.encode()) | (1 << 32) if isinstance(part, str) else int(part)  # 1 << 32: str never equals an int
+        h = ((h ^ (value & _MASK64)) * 0xBF58476D1CE4E5B9) & _MASK64
+        h ^= h >> 31
+    return h >> 1
+
+
+def image_seeds(seed: int, indices, attack_name: str) -> list[int]:
+    """One random-start seed per image: `mix_seed(seed, index, attack_name)` for each index of the split."""
+    return [mix_seed(seed, int(k), attack_name) for k in indices]
+
+
+def restart_seed(seed: int | tuple[int, ...] | None, restart: int):
+    """The seed (int, per-image tuple or None) of restart `restart`: `seed` itself for restart 0."""
+    if seed is None or restart == 0:
+        return seed
+    if isinstance(seed, (list, tuple)):
+        return tuple(mix_seed(s, "restart", restart) for s in seed)
+    return mix_seed(seed, "restart", restart)
+
+
 @dataclass
 class AttackResult:
     """Output of `Attack.perturb`.
@@ -87,7 +119,7 @@ class Attack(abc.ABC):
         random_start: start uniformly in the eps-ball (clamped to [0, 1] before the first forward).
         seed: seeds the random start (a `torch.Generator` on the pixels' device); None uses the
             global RNG; a sequence of B ints seeds each image on its own (results then do not
-            depend on how images are batched).
+            depend on how images are batched; the benchmark passes `image_seeds(seed, indices, name)`).
         norm: "linf" (sign-gradient ascent, the paper) or "l2" (normalised-gradient ascent).
         track_best: return, per sample, the iterate with the highest `score` (final iterate
             included, at the cost of one more forward) instead of the final one.
@@ -194,6 +226,7 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
     x_adv = _random_start(x, radius, linf, attack.seed) if attack.random_start else x.clone()
     x_adv = _project(x_adv, x, radius, linf)
     policy = attack.step_policy(x, radius)
+    scaler = InputGradScaler(x.device.type)  # fp16 autocast: per-sample loss scaling (no underflow to 0)
     best = best_score = None
     losses = []
     for step in range(attack.steps):
@@ -203,7 +236,7 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
         if loss.shape != x.shape[:1]:
             raise ValueError(f"{type(attack).__name__}.loss must return one value per sample [B], got {tuple(loss.shape)}.")
         if loss.requires_grad:  # samples are independent: summing keeps each sample's gradient
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv, materialize_grads=True)
+            grad = scaler.grad(loss, x_adv)  # the true (unscaled) gradient; `loss` stays unscaled
         else:  # the objective does not depend on the input (e.g. a constant model)
             grad = torch.zeros_like(x_adv)
         x_adv = x_adv.detach()

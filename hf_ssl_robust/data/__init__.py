@@ -13,6 +13,7 @@ from .loading import (
     load_split,
     make_dataloader,
     make_dataset,
+    subset_indices,
     to_unified,
 )
 from .loaders import IndexedDataset, resolve_num_workers
@@ -57,6 +58,7 @@ __all__ = [
     "make_dataset",
     "resolve_num_workers",
     "register_dataset",
+    "subset_indices",
     "to_unified",
     "train_transform",
 ]

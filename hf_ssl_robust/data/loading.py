@@ -33,6 +33,7 @@ __all__ = [
     "DatasetUnavailableError",
     "DEFAULT_SHAPES_SAMPLES",
     "load_split",
+    "subset_indices",
     "check_columns",
     "to_unified",
     "UnifiedDataset",
@@ -74,9 +75,14 @@ def load_split(
         split: split name; ``"train"`` / ``"eval"`` resolve to the spec's train / eval split.
         task: task (needed for multi-task datasets such as ``shapes`` unless the default is wanted).
         data_dir: local folder or parquet file; overrides the spec's source.
-        num_samples: keep the first ``num_samples`` rows (ShapesWorld: how many to render;
-            default :data:`DEFAULT_SHAPES_SAMPLES`).
-        seed: ShapesWorld seed.
+        num_samples: keep a seeded subset of ``num_samples`` rows of the FULL split: the rows
+            :func:`subset_indices` picks (a permutation seeded by ``seed``, first ``num_samples``
+            entries, kept in split order), so an ordered split (classes, cities, scenes in a row)
+            still gives a mixed sample, the same one on every process and for every batch size.
+            The whole split when ``num_samples >= len(split)``. ShapesWorld: how many scenes to
+            render from its ``seed`` stream (already an i.i.d. sample; default
+            :data:`DEFAULT_SHAPES_SAMPLES`).
+        seed: seeds the subset (files / Hub) or the ShapesWorld stream.
         image_size: ShapesWorld render size (default ``spec.image_size``); ignored otherwise.
         **overrides: :class:`DatasetSpec` fields (``hub_id``, ``image_column``, ``target_column``, ...).
 
@@ -84,6 +90,8 @@ def load_split(
         DatasetUnavailableError: the data cannot be found locally nor downloaded.
         ValueError: missing columns or split.
     """
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0):
+        raise ValueError(f"num_samples must be an int >= 0 (or None for the whole split), got {num_samples!r}.")
     spec = _resolve(name_or_spec, task, {**overrides, "data_dir": None if data_dir is None else str(data_dir)})
     split = spec.split_name(split)
     if spec.data_dir:
@@ -101,10 +109,23 @@ def load_split(
         )
     else:
         ds = _load_hub(spec, split)
-    if num_samples is not None:
-        ds = ds.select(range(min(num_samples, len(ds))))
+    if num_samples is not None and num_samples < len(ds):
+        ds = ds.select(subset_indices(len(ds), num_samples, seed))
     check_columns(ds, spec)
     return ds
+
+
+def subset_indices(total: int, num_samples: int, seed: int = 0) -> list[int]:
+    """Rows of a seeded subset of a split of ``total`` rows: the first ``num_samples`` entries of
+    ``torch.randperm(total)`` under a generator seeded by ``seed``, sorted (split order kept).
+
+    Depends only on ``(total, num_samples, seed)``: every process and every batch size gets the
+    same rows, and a smaller subset is a subset of a larger one with the same seed.
+    """
+    if num_samples >= total:
+        return list(range(total))
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return sorted(perm[:num_samples].tolist())
 
 
 def datasets_offline() -> bool:
@@ -454,7 +475,11 @@ def make_dataset(
 ) -> torch.utils.data.Dataset:
     """A torch dataset of unified samples. ``transform=None``: :func:`eval_transform` at
     ``image_size`` (default ``spec.image_size``) for files; none for ShapesWorld, rendered at that
-    size. ``fast`` uses :class:`ShapesTensorDataset` for ShapesWorld."""
+    size. ``fast`` uses :class:`ShapesTensorDataset` for ShapesWorld.
+
+    ``num_samples``: files / Hub: a seeded subset of the full split (:func:`subset_indices` with
+    ``seed``, never the first rows); ShapesWorld: how many scenes to render from its ``seed`` stream.
+    ``seed`` also seeds the random transforms per item."""
     spec = _resolve(name_or_spec, task, {**overrides, "data_dir": None if data_dir is None else str(data_dir)})
     size = image_size or spec.image_size
     if spec.source == "synthetic" and not spec.data_dir:

@@ -11,7 +11,7 @@ One `PreTrainedConfig` + `PreTrainedModel` pair per task of the paper
   -> `DepthEstimatorOutput(predicted_depth [B, H, W])` in metres.
 
 Every head also exposes `read_tokens(pixel_values) -> [B, ...]`: exactly the encoder tokens it
-reads (CLS; every sliding window's patch tokens; the padded input's pre-LN patch tokens), which
+reads (CLS; every sliding window's patch tokens; the padded input's pre-LN CLS and patch tokens), which
 EmbedAttack pushes away from their clean values.
 
 Every model takes `pixel_values` `[B, 3, H, W]` in [0, 1] (normalisation is inside the encoder)

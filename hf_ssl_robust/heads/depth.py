@@ -112,10 +112,12 @@ class SSLForDepthEstimation(SSLHeadPreTrainedModel):
         return self.features(padded)
 
     def read_tokens(self, pixel_values: Tensor) -> Tensor:
-        """What the head reads, for EmbedAttack: the pre-LN patch tokens of the input centre-padded as
-        in `forward`, `[B, h' * w' * D]` (the paper's depth EmbedAttack target)."""
+        """What the head reads, for EmbedAttack: the pre-LN CLS token and patch tokens of the input
+        centre-padded as in `forward`, `[B, (1 + h' * w') * D]` (CLS first). The head concatenates CLS
+        to every patch token, so both are attacked; CLS counts once, not once per position."""
         padded, _ = centre_pad(pixel_values, self.patch_size, fill=self.encoder.mean)
-        return self.encoder(padded, pre_norm=True).patches.flatten(1)
+        out = self.encoder(padded, pre_norm=True)
+        return torch.cat([out.cls, out.patches.flatten(1)], dim=1)
 
     def forward_features(self, features: Tensor, image_size, labels: Tensor | None = None) -> DepthEstimatorOutput:
         """The head alone, on `encode_features` output (training caches those)."""
