@@ -58,7 +58,7 @@ def test_run_benchmark__resumes_after_interruption(tiny_dinov2_path, tmp_path, m
     assert len(list((tmp_path / "cells").glob("*.json"))) == 1  # the finished cell survived
 
     calls.clear()
-    monkeypatch.setattr(bench, "_run_cell", lambda cfg_, key, *a: (calls.append(key["task"]), real(cfg_, key, *a)))
+    monkeypatch.setattr(bench, "_run_cell", lambda cfg_, key, *a: (calls.append(key["task"]), real(cfg_, key, *a))[1])
     records = run_benchmark(cfg)
     assert calls == ["depth"]  # only the interrupted cell ran again; its head was reloaded, not retrained
     assert {r["task"] for r in records} == {"classification", "depth"}
