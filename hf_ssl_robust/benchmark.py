@@ -81,6 +81,8 @@ class BenchmarkConfig:
         from .validation import benchmark_problems, parse_data_dirs, raise_problems
 
         check_mixed_precision(self.mixed_precision)
+        if self.priors not in ("auto", "yes", "no"):
+            raise ValueError(f"priors must be auto, yes or no, got {self.priors!r}.")
         self.data_dir = [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
         if any(a in SUITES for a in self.attacks):
             self.worst_case = True  # a suite is run for its worst case
