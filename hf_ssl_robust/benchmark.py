@@ -34,9 +34,10 @@ from .data.loaders import IndexedDataset, resolve_num_workers
 from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
 from .evaluation import evaluate
+from .head_store import differences, is_head, match_given, stored_key
 from .identity import EncoderIdentity, encoder_identity
 from .precision import autocast, check_mixed_precision, make_accelerator, resolve_precision
-from .results import display_name, format_eps, markdown_tables, parse_eps, plot_robustness_curves, write_csv, write_json
+from .results import display_name, format_eps, markdown_tables, parse_eps, plot_examples, plot_robustness_curves, write_csv, write_json
 from .sizes import encoder_family, resolve_input_size
 from .tasks import TASKS, get_task
 from .training import TrainHeadConfig, head_key, train_head
@@ -226,17 +227,6 @@ def _round_times(value):
     return value
 
 
-def _is_head(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "train_metrics.json").is_file()
-
-
-def _stored_key(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / "train_metrics.json").read_text()).get("key")
-    except (OSError, ValueError):
-        return None
-
-
 def _head_folder(cfg: BenchmarkConfig, encoder_name: str, key: dict) -> Path:
     return Path(cfg.output_dir) / "heads" / f"{_slug(encoder_name, key['dataset'], key['task'])}-{_digest(key)}"
 
@@ -245,8 +235,8 @@ def _plan_heads(cfg, identities, pairs, out) -> tuple[dict, list[dict]]:
     """(encoder, dataset, task) -> (head key, folder to load or None to train); all `--heads_dir`
     problems at once, before any work. Returns the plan and the heads reused by `--force_heads`."""
     plan, problems, forced = {}, [], []
-    given = sorted(p for p in Path(cfg.heads_dir).iterdir() if _is_head(p)) if cfg.heads_dir and Path(cfg.heads_dir).is_dir() else []
-    if cfg.heads_dir and Path(cfg.heads_dir).is_dir() and _is_head(Path(cfg.heads_dir)):
+    given = sorted(p for p in Path(cfg.heads_dir).iterdir() if is_head(p)) if cfg.heads_dir and Path(cfg.heads_dir).is_dir() else []
+    if cfg.heads_dir and Path(cfg.heads_dir).is_dir() and is_head(Path(cfg.heads_dir)):
         given.append(Path(cfg.heads_dir))  # a single head folder
     if cfg.heads_dir and not Path(cfg.heads_dir).is_dir():
         problems.append(f"--heads_dir {cfg.heads_dir}: no such folder.")
@@ -254,47 +244,19 @@ def _plan_heads(cfg, identities, pairs, out) -> tuple[dict, list[dict]]:
         for dataset, task_name in pairs:
             key = _head_key(cfg, ident, task_name, dataset)
             own = _head_folder(cfg, encoder_name, key)
-            found = own if _is_head(own) and _stored_key(own) == key else None
+            found = own if is_head(own) and stored_key(own) == key else None
             if found is None and given:
-                found, problem = _match_given(given, key, encoder_name, cfg.force_heads)
+                found, problem = match_given(given, key, encoder_name, cfg.force_heads, _slug(encoder_name, dataset, task_name))
                 if problem:
                     problems.append(problem)
-                elif found is not None and _stored_key(found) != key:
+                elif found is not None and stored_key(found) != key:
                     forced.append({"encoder": encoder_name, "dataset": dataset, "task": task_name, "head": str(found),
-                                   "differences": _differences(_stored_key(found), key)})
+                                   "differences": differences(stored_key(found), key)})
                     logger.warning(f"--force_heads: reusing {found} for {encoder_name} although {forced[-1]['differences']}",
                                    main_process_only=True)
             plan[(encoder_name, dataset, task_name)] = (key, found)
     raise_problems(problems)
     return plan, forced
-
-
-def _differences(stored: dict | None, key: dict) -> str:
-    if stored is None:
-        return "it records no identity (trained by an older version)"
-    diffs = [f"{k}: {stored.get(k)!r} there, {key.get(k)!r} here" for k in sorted(set(stored) | set(key)) if stored.get(k) != key.get(k)]
-    return "; ".join(diffs)
-
-
-def _match_given(given: list[Path], key: dict, encoder_name: str, force: bool) -> tuple[Path | None, str | None]:
-    """The `--heads_dir` head trained for exactly `key`; else a problem naming how the nearest one differs
-    (None, None when it holds nothing for this encoder, dataset and task: the head is trained)."""
-    near = []
-    for folder in given:
-        stored = _stored_key(folder)
-        if stored == key:
-            return folder, None
-        same_cell = stored is not None and (stored.get("task"), stored.get("dataset")) == (key["task"], key["dataset"])
-        same_name = folder.name.startswith(_slug(encoder_name, key["dataset"], key["task"]))
-        if (same_cell and stored.get("encoder_fingerprint") == key["encoder_fingerprint"]) or same_name:
-            near.append(folder)
-    if not near:
-        return None, None
-    if force:
-        return near[0], None
-    return None, (f"--heads_dir head {near[0]} does not match {encoder_name} / {key['dataset']} / {key['task']}: "
-                  f"{_differences(_stored_key(near[0]), key)}. Train a new head (drop --heads_dir), or pass --force_heads "
-                  "to reuse it anyway.")
 
 
 def _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, planned):
@@ -480,45 +442,3 @@ def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
         "processes": accelerator.num_processes, "device": str(accelerator.device), "mixed_precision": cfg.mixed_precision,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
     }
-
-
-def plot_examples(examples: dict, task, spec, eps: float, path: Path) -> None:
-    """Rows of: clean image, adversarial image, perturbation (amplified), target, clean and adversarial predictions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    attack = task.task_attack if f"adv/{task.task_attack}" in examples else next((k[4:] for k in examples if k.startswith("adv/")), None)
-    if attack is None:
-        return
-    pixels, adv = examples["pixels"], examples[f"adv/{attack}"]
-    n = pixels.shape[0]
-    fig, axes = plt.subplots(n, 6, figsize=(12, 2.1 * n), squeeze=False)
-    kw = {}
-    if task.name == "segmentation":
-        kw = dict(cmap="tab20", vmin=0, vmax=max(spec.num_classes - 1, 1), interpolation="nearest")
-    elif task.name == "depth":
-        kw = dict(cmap="magma_r", vmin=0, vmax=float(examples["target"].max()))
-    names = spec.class_names or []
-    for i in range(n):
-        delta = adv[i] - pixels[i]
-        amp = 0.5 / max(float(delta.abs().max()), 1e-12)
-        panels = [("clean", pixels[i].permute(1, 2, 0)), (f"{attack} ε={format_eps(eps)}", adv[i].permute(1, 2, 0)),
-                  ("perturbation ×%.0f" % amp, (0.5 + delta * amp).clamp(0, 1).permute(1, 2, 0))]
-        for j, (title, img) in enumerate(panels):
-            axes[i, j].imshow(img.numpy())
-            axes[i, j].set_title(title, fontsize=8)
-        for j, key in enumerate(["target", "none", attack], start=3):
-            value = examples[key][i]
-            title = {"target": "target", "none": "clean prediction"}.get(key, "adversarial prediction")
-            if task.name == "classification":
-                axes[i, j].text(0.5, 0.5, names[int(value)] if names else str(int(value)), ha="center", va="center", fontsize=12)
-            else:
-                axes[i, j].imshow(value.float().numpy(), **kw)
-            axes[i, j].set_title(title, fontsize=8)
-        for ax in axes[i]:
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)

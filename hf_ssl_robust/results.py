@@ -216,3 +216,45 @@ def plot_robustness_curves(records: Sequence[dict], path: str | os.PathLike, met
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_examples(examples: dict, task, spec, eps: float, path: Path) -> None:
+    """Rows of: clean image, adversarial image, perturbation (amplified), target, clean and adversarial predictions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attack = task.task_attack if f"adv/{task.task_attack}" in examples else next((k[4:] for k in examples if k.startswith("adv/")), None)
+    if attack is None:
+        return
+    pixels, adv = examples["pixels"], examples[f"adv/{attack}"]
+    n = pixels.shape[0]
+    fig, axes = plt.subplots(n, 6, figsize=(12, 2.1 * n), squeeze=False)
+    kw = {}
+    if task.name == "segmentation":
+        kw = dict(cmap="tab20", vmin=0, vmax=max(spec.num_classes - 1, 1), interpolation="nearest")
+    elif task.name == "depth":
+        kw = dict(cmap="magma_r", vmin=0, vmax=float(examples["target"].max()))
+    names = spec.class_names or []
+    for i in range(n):
+        delta = adv[i] - pixels[i]
+        amp = 0.5 / max(float(delta.abs().max()), 1e-12)
+        panels = [("clean", pixels[i].permute(1, 2, 0)), (f"{attack} ε={format_eps(eps)}", adv[i].permute(1, 2, 0)),
+                  ("perturbation ×%.0f" % amp, (0.5 + delta * amp).clamp(0, 1).permute(1, 2, 0))]
+        for j, (title, img) in enumerate(panels):
+            axes[i, j].imshow(img.numpy())
+            axes[i, j].set_title(title, fontsize=8)
+        for j, key in enumerate(["target", "none", attack], start=3):
+            value = examples[key][i]
+            title = {"target": "target", "none": "clean prediction"}.get(key, "adversarial prediction")
+            if task.name == "classification":
+                axes[i, j].text(0.5, 0.5, names[int(value)] if names else str(int(value)), ha="center", va="center", fontsize=12)
+            else:
+                axes[i, j].imshow(value.float().numpy(), **kw)
+            axes[i, j].set_title(title, fontsize=8)
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
