@@ -24,7 +24,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .remote import modeling_ssl_heads as remote
 
@@ -46,31 +45,16 @@ def write_remote_code(folder: str | Path) -> Path:
     return Path(shutil.copyfile(Path(remote.__file__), Path(folder) / REMOTE_FILE))
 
 
-def _weights_files(reference: dict) -> list[str]:
-    if reference["kind"] == "local":
-        return [str(p) for p in sorted(Path(reference["source"]).glob("*.safetensors"))]
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(reference["source"], "model.safetensors", revision=reference["revision"])
-    return [cached] if isinstance(cached, str) else []
-
-
-def _same_weights(backbone: torch.nn.Module, files: list[str]) -> bool:
-    """Whether every tensor of `backbone`'s state dict equals (values and dtype) the one in the files."""
+def _same_weights(backbone: torch.nn.Module, reference: dict, encoder_config: dict) -> bool:
+    """Whether loading `reference` (as a lean head's `from_pretrained` will) gives exactly `backbone`'s tensors."""
+    try:
+        loaded = remote.load_referenced_backbone(reference, encoder_config).state_dict()
+    except (OSError, ValueError):  # unreadable or incomplete weights: nothing to point at
+        return False
     state = backbone.state_dict()
-    found = set()
-    prefix = f"{getattr(backbone, 'base_model_prefix', '')}."
-    for path in files:
-        with safe_open(path, "pt") as weights:
-            for key in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
-                name = key if key in state else key.removeprefix(prefix)
-                if name not in state or name in found:
-                    continue
-                tensor = weights.get_tensor(key)
-                if tensor.dtype != state[name].dtype or not torch.equal(tensor, state[name].detach().cpu()):
-                    return False
-                found.add(name)
-    return found == set(state)
+    return loaded.keys() == state.keys() and all(
+        loaded[k].dtype == v.dtype and torch.equal(loaded[k], v.detach().cpu()) for k, v in state.items()
+    )
 
 
 def encoder_reference_for(model) -> dict | None:
@@ -93,9 +77,8 @@ def encoder_reference_for(model) -> dict | None:
         else:
             reference = {"source": ident.source, "kind": ident.kind, "revision": ident.revision,
                          "weights_sha256": ident.weights_sha256, "fingerprint": ident.fingerprint}
-            files = _weights_files(reference)
-            if files and _same_weights(model.encoder.backbone, files):
+            if _same_weights(model.encoder.backbone, reference, config.encoder_config):
                 return reference
-            why = f"the encoder's weights in memory are not those of {ident.source!r}" + ("" if files else " (not found)")
+            why = f"the encoder's weights in memory are not those of {ident.source!r} (or those cannot be loaded)"
     logger.warning("Saving the encoder's weights inside the head folder (as embed_encoder=True): %s.", why)
     return None

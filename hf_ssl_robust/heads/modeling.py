@@ -41,14 +41,16 @@ def build_encoder(config: SSLHeadConfig) -> PixelEncoder:
 
 def _referenced_backbone(config: SSLHeadConfig, **hub_kwargs) -> nn.Module:
     """The backbone a lean head references (hash checked). A bundled or preset encoder whose recorded folder
-    moved (the package reinstalled elsewhere) is looked up again by name; the hash still has to match."""
+    moved (the package reinstalled elsewhere, a Space's copy) is looked up again by its name or the folder's
+    name; the weights' hash still has to match."""
     reference = dict(config.encoder_reference)
     if reference.get("kind") == "local" and not Path(reference["source"]).is_dir():
-        from ..encoders import resolve_encoder_name
+        from ..encoders import bundled_encoders, resolve_encoder_name
 
-        moved = resolve_encoder_name(config.encoder_name_or_path)
-        if Path(moved).is_dir():
-            reference["source"] = str(Path(moved).resolve())
+        for moved in (resolve_encoder_name(config.encoder_name_or_path), bundled_encoders().get(Path(reference["source"]).name)):
+            if moved is not None and Path(moved).is_dir():
+                reference["source"] = str(Path(moved).resolve())
+                break
     return load_referenced_backbone(reference, config.encoder_config, **hub_kwargs)
 
 
