@@ -27,7 +27,7 @@ import torch
 
 from .remote import modeling_ssl_heads as remote
 
-__all__ = ["REMOTE_FILE", "auto_map_for", "encoder_reference_for", "write_remote_code"]
+__all__ = ["REMOTE_FILE", "auto_map_for", "encoder_reference_for", "ensure_remote_code", "write_remote_code"]
 
 logger = logging.getLogger(__name__)
 REMOTE_FILE = remote.REMOTE_FILE
@@ -43,6 +43,21 @@ def auto_map_for(model_type: str) -> dict[str, str]:
 def write_remote_code(folder: str | Path) -> Path:
     """Copy the remote-code module next to a saved head."""
     return Path(shutil.copyfile(Path(remote.__file__), Path(folder) / REMOTE_FILE))
+
+
+def ensure_remote_code(folder: str | Path) -> None:
+    """Give a head folder saved before heads carried remote code its `modeling_ssl_heads.py` and `auto_map`
+    (`hub.push_head` calls it, as it adds a missing image processor); up-to-date folders are left alone."""
+    import json
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") not in remote.AUTO_MAP:
+        raise ValueError(f"{str(folder)!r} is not a head folder (model_type {config.get('model_type')!r}).")
+    if "auto_map" not in config:
+        config["auto_map"] = auto_map_for(config["model_type"])
+        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_remote_code(folder)  # always the current code
 
 
 def _same_weights(backbone: torch.nn.Module, reference: dict, encoder_config: dict) -> bool:
