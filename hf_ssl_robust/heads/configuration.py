@@ -3,8 +3,8 @@
 Every head config records the encoder it was trained on twice: by name
 (`encoder_name_or_path`, for people) and as the encoder's full backbone config
 (`encoder_config`, a plain dict with its `model_type`), so that `from_pretrained` rebuilds the
-architecture offline; the encoder *weights* are stored in the head's own `model.safetensors`
-(see `hf_ssl_robust.heads`).
+architecture offline; the encoder *weights* are referenced (`encoder_reference`, a lean folder) or
+stored in the head's own `model.safetensors` (`embed_encoder=True`; see `hf_ssl_robust.heads`).
 """
 
 from __future__ import annotations

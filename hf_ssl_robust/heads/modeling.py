@@ -2,9 +2,11 @@
 
 * The encoder is frozen (`requires_grad_(False)`) and stays in eval mode, even after
   `model.train()`: only the head trains, as in the paper's linear evaluation.
-* The encoder weights are saved WITH the head (one self-contained `model.safetensors`); the
-  architecture is rebuilt from `config.encoder_config` with `AutoModel.from_config` (or
-  `ViTModel(config, add_pooling_layer=False)` for DINO v1), so `from_pretrained` needs no network.
+* A saved head is lean by default (its weights + a pinned, hash-checked reference to its encoder,
+  `heads/lean.py`); with `embed_encoder=True` the encoder weights are saved WITH the head (one
+  self-contained `model.safetensors`), and the architecture is rebuilt from `config.encoder_config`
+  with `AutoModel.from_config` (or `ViTModel(config, add_pooling_layer=False)` for DINO v1), so
+  `from_pretrained` needs no network.
 * `_init_weights` initialises the head only; the encoder comes pretrained (or from the checkpoint).
 """
 

@@ -247,8 +247,9 @@ def load_referenced_backbone(reference: dict, encoder_config: dict, **hub_kwargs
     fields = dict(encoder_config)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     model_class = ViTModel if config.model_type == "vit" else AutoModel
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # a full image-text checkpoint's text tower is expected to be left over
+    hf_logging.disable_progress_bar()
     try:
         backbone, info = model_class.from_pretrained(
             where, revision=revision, config=config, use_safetensors=True, output_loading_info=True,
@@ -256,6 +257,8 @@ def load_referenced_backbone(reference: dict, encoder_config: dict, **hub_kwargs
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     if info["missing_keys"]:
         raise EncoderReferenceError(f"The encoder at {where!r} lacks weights the head needs: {sorted(info['missing_keys'])[:5]}.")
     return backbone.eval().requires_grad_(False)
