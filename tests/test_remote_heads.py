@@ -22,7 +22,12 @@ import torch
 from conftest import make_tiny_backbone, one_thread
 from PIL import Image
 from safetensors import safe_open
-from transformers import pipeline
+from transformers import (
+    AutoModelForDepthEstimation,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+    pipeline,
+)
 from transformers.utils import logging as hf_logging
 
 from hf_ssl_robust.encoders import bundled_encoders
@@ -36,6 +41,8 @@ _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 FAMILIES = ["dinov2", "dinov2_reg", "vit", "dinov3_vit", "resnet", "dinov3_convnext", "clip", "siglip"]
 REMOTE = {"classification": remote.SSLForImageClassification, "segmentation": remote.SSLForSemanticSegmentation,
           "depth": remote.SSLForDepthEstimation}
+AUTO = {"classification": AutoModelForImageClassification, "segmentation": AutoModelForSemanticSegmentation,
+        "depth": AutoModelForDepthEstimation}
 PIPELINE_TASK = {"classification": "image-classification", "segmentation": "image-segmentation", "depth": "depth-estimation"}
 BUNDLED = "shapes-resnet-tiny"
 SIDE = 32
@@ -195,6 +202,7 @@ def test_lean_head__bundled_encoder_folder_is_small_and_reloads_bit_identically(
     assert head.config.encoder_reference is None  # the in-memory head is unchanged
 
     reloaded = _quiet_load(caplog, lambda: HEADS[task].from_pretrained(folder))
+    assert type(_quiet_load(caplog, lambda: AUTO[task].from_pretrained(folder))) is HEADS[task]  # the package's class
     noisy = ("newly initialized", "not used", "missing", "unexpected")
     assert not [r.getMessage() for r in caplog.records if any(w in r.getMessage().lower() for w in noisy)]
     assert not reloaded.training and not any(p.requires_grad for p in reloaded.encoder.parameters())
