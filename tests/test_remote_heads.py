@@ -321,3 +321,28 @@ def test_lean_head__hub_encoder_is_pinned_to_its_commit(tmp_path, monkeypatch):
     (tmp_path / "head" / "config.json").write_text(json.dumps({**config, "encoder_reference": reference}))
     with pytest.raises(remote.EncoderReferenceError, match="not the one this head was trained on"):
         HEADS["depth"].from_pretrained(tmp_path / "head")
+
+
+def test_save_pretrained__push_of_a_head_pinned_to_a_local_folder_uploads_the_encoder(lean_head, tmp_path, monkeypatch):
+    """The local folder stays lean; the Hub copy (transformers' upload is faked) carries the encoder."""
+    from types import SimpleNamespace
+
+    import transformers.utils.hub as hf_hub_utils
+    from transformers.utils.hub import PushToHubMixin
+
+    uploaded = []
+
+    def upload(self, folder, repo_id, **kwargs):
+        with safe_open(Path(folder) / "model.safetensors", "pt") as weights:
+            keys = list(weights.keys())
+        config = json.loads((Path(folder) / "config.json").read_text())
+        uploaded.append((config["encoder_reference"], any(k.startswith("encoder.") for k in keys), (Path(folder) / REMOTE_FILE).is_file()))
+
+    monkeypatch.setattr(hf_hub_utils, "hf_api", lambda: SimpleNamespace(create_repo=lambda repo_id, **kw: SimpleNamespace(repo_id=repo_id)))
+    monkeypatch.setattr(hf_hub_utils, "create_and_tag_model_card", lambda *a, **kw: SimpleNamespace(save=lambda path: None))
+    monkeypatch.setattr(PushToHubMixin, "_upload_modified_files", upload)
+    folder, _ = lean_head
+    head = HEADS["classification"].from_pretrained(folder)
+    head.save_pretrained(tmp_path / "again", push_to_hub=True, repo_id="me/tiny-head")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["encoder_reference"]["kind"] == "local"
+    assert uploaded == [(None, True, True)]

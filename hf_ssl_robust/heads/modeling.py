@@ -164,7 +164,8 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
         Every folder also gets `modeling_ssl_heads.py` and `config.auto_map`, so that
         `AutoModelFor*.from_pretrained(folder, trust_remote_code=True)` loads it without this package.
         With `push_to_hub=True` (and `repo_id`, `commit_message`, `private`, `token`, `create_pr`) the
-        upload happens after the processor is written, so the Hub copy has it too. `hub.push_head`
+        upload happens after the processor is written, so the Hub copy has it too; a head pinned to a local
+        encoder folder is uploaded with its encoder (nobody else has that folder). `hub.push_head`
         also renders the model card from the training and benchmark results.
         """
         if embed_encoder is None:  # push_to_hub saves again through here: keep the caller's choice
@@ -188,7 +189,8 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
             save_image_processor(save_directory, self.config)
             write_remote_code(save_directory)
             if push_to_hub:  # transformers' upload: saves again into a temporary folder (processor included)
-                self._embed_encoder = reference is None
+                # A local folder is on this machine only: the Hub copy carries the encoder instead.
+                self._embed_encoder = reference is None or reference["kind"] == "local"
                 try:
                     self.push_to_hub(hub_kwargs.pop("repo_id", Path(save_directory).name), **hub_kwargs)
                 finally:
