@@ -12,8 +12,10 @@ rendered from the Jinja templates in `hf_ssl_robust/templates/`.
 `transformers.pipeline` needs) to folders saved without one, and upload the folder.
 `card.validate()` calls the Hub, so it only runs inside a push.
 
-Library name in the metadata: encoders are plain `transformers` models (`library_name:
-transformers`); heads load only after `import hf_ssl_robust`, so their cards say `hf-ssl-robust`.
+Library name in the metadata: `transformers` for both. Encoders are plain `transformers` models; heads
+carry their own code (`modeling_ssl_heads.py`, `auto_map`), so `transformers` loads them with
+`trust_remote_code=True`, and `import hf_ssl_robust` registers the same classes. Cards give the install
+line and the source URL (`SOURCE_URL`, the `Repository` of `[project.urls]` in pyproject.toml).
 
 Example:
     >>> write_card("outputs/deacl-dinov2-small", "outputs/bench/results.json", repo_id="me/dinov2-small-deacl")
@@ -32,11 +34,14 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
+from .heads.lean import REMOTE_FILE, ensure_remote_code
 from .processing import ensure_image_processor, image_processor_for
 from .results import TASK_TABLES, attack_title, display_name, format_eps, load_records, markdown_tables
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-LIBRARY_NAME = "hf-ssl-robust"  # heads' cards: they load only after `import hf_ssl_robust` (the pip name)
+LIBRARY_NAME = "hf-ssl-robust"  # the pip name, as the cards' text names the package
+SOURCE_URL = "https://github.com/hf-ssl-robust/hf_ssl_robust"  # = [project.urls] Repository (a test checks)
+INSTALL_LINE = f'`pip install "{LIBRARY_NAME} @ git+{SOURCE_URL}"` (not on PyPI yet)'
 TAGS = ["self-supervised", "adversarial-robustness", "deacl", "hf-ssl-robust", "vision"]
 HEAD_TAGS = ["self-supervised", "adversarial-robustness", "linear-probe", "hf-ssl-robust", "vision"]
 TASK_TYPES = {"classification": "image-classification", "segmentation": "image-segmentation", "depth": "depth-estimation"}
@@ -325,7 +330,7 @@ def render_encoder_card(
         train_eps=format_eps(eps) if eps is not None else None, synthetic=synthetic,
         tables=markdown_tables(table_records).strip() if table_records else None,
         eval_note=_eval_note(all_records), encoders_in_tables=sorted({display_name(r["encoder"]) for r in table_records}),
-        results_dataset=results_dataset,
+        results_dataset=results_dataset, install_line=INSTALL_LINE, source_url=SOURCE_URL,
     )  # fmt: skip
 
 
@@ -397,7 +402,7 @@ def render_head_card(
     eval_results = eval_results_from_records(clean + attacked) or None
     base = _hub_id(encoder)
     card_data = ModelCardData(
-        license=license, library_name=LIBRARY_NAME, pipeline_tag=TASK_TYPES.get(task), tags=[*HEAD_TAGS, task],
+        license=license, library_name="transformers", pipeline_tag=TASK_TYPES.get(task), tags=[*HEAD_TAGS, task],
         base_model=base, datasets=_metadata_datasets([dataset], []) or None,
         model_name=model_name if eval_results else None, eval_results=eval_results,
     )  # fmt: skip
@@ -421,6 +426,8 @@ def render_head_card(
         metric_rows=[(k, _fmt_value(v)) for k, v in info["metrics"].items() if k != "num_samples" and not isinstance(v, (list, dict))],
         num_eval=info["metrics"].get("num_samples"), synthetic=_dataset_info(dataset)["synthetic"],
         tables=markdown_tables(extra).strip() if extra else None, results_dataset=results_dataset,
+        encoder_reference=config.get("encoder_reference"), remote_file=REMOTE_FILE, install_line=INSTALL_LINE,
+        source_url=SOURCE_URL,
     )  # fmt: skip
 
 
@@ -542,4 +549,13 @@ def push_head(
     """`push_encoder` for a head saved by `train_head` (its card comes from `render_head_card`)."""
     if not _is_head(Path(folder)):
         raise ValueError(f"{str(folder)!r} lacks train_metrics.json: push_head takes a folder written by train_head.")
+    reference = (_read_json(Path(folder) / "config.json") or {}).get("encoder_reference") or {}
+    if reference.get("kind") == "local":
+        raise ValueError(
+            f"{str(folder)!r} is a lean head whose encoder is the local folder {reference.get('source')!r}, which nobody "
+            "who downloads it has. Push the encoder first (`push_encoder`) and train the head on its Hub id, or make the "
+            "head self-contained: `HEADS[task].from_pretrained(folder).save_pretrained(folder, embed_encoder=True)` "
+            "(or train it with --embed_encoder)."
+        )
+    ensure_remote_code(folder)  # folders saved before heads carried it: the card's trust_remote_code snippet needs it
     return _push(folder, repo_id, records, private, token, commit_message, overwrite_card, validate_card, card_kwargs)

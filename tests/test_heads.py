@@ -131,7 +131,7 @@ def test_head__save_load_round_trip_is_self_contained(kind, task, tmp_path, capl
     hf_logging.enable_propagation()
     try:
         with caplog.at_level(logging.WARNING):
-            model.save_pretrained(tmp_path / "head")
+            model.save_pretrained(tmp_path / "head", embed_encoder=True)
             shutil.rmtree(encoder_dir)  # the head must not need its original encoder
             assert os.environ.get("HF_HUB_OFFLINE") == "1"
             reloaded = HEADS[task].from_pretrained(tmp_path / "head")
@@ -140,7 +140,8 @@ def test_head__save_load_round_trip_is_self_contained(kind, task, tmp_path, capl
         logging.getLogger("transformers").propagate = propagate
     noisy = ("shared", "newly initialized", "not used", "missing", "unexpected")
     assert not [r.getMessage() for r in caplog.records if any(w in r.getMessage().lower() for w in noisy)]
-    assert sorted(p.name for p in (tmp_path / "head").iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(p.name for p in (tmp_path / "head").iterdir()) == [
+        "config.json", "model.safetensors", "modeling_ssl_heads.py", "preprocessor_config.json"]
 
     state = model.state_dict()
     for loaded in (reloaded, via_auto):

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -179,7 +180,7 @@ def test_render_head_card__from_train_head_folder(head_dir, tmp_path):
     loaded = ModelCard.load(tmp_path / "README.md")
     meta = loaded.data.to_dict()
     assert meta["pipeline_tag"] == "image-classification" and "base_model" not in meta  # local encoder: no Hub link
-    assert meta["library_name"] == "hf-ssl-robust"  # loading needs `import hf_ssl_robust`, not transformers alone
+    assert meta["library_name"] == "transformers"  # the head carries its code: transformers loads it (trust_remote_code)
     assert (head_dir / PROCESSOR_FILE).is_file()  # train_head saves the image processor the pipeline needs
     (result,) = loaded.data.eval_results
     assert result.metric_type == "accuracy" and result.metric_value == pytest.approx(info["metrics"]["accuracy"])
@@ -187,6 +188,17 @@ def test_render_head_card__from_train_head_folder(head_dir, tmp_path):
     assert "{{" not in text and "AutoModelForImageClassification.from_pretrained(\"someone/tiny-head\")" in text
     assert "import hf_ssl_robust" in text and "| lr | 0.5 |" in text and "| optimizer | adam |" in text
     assert str(info["encoder"]) in text and "ShapesWorld" in text
+    reference = json.loads((head_dir / "config.json").read_text())["encoder_reference"]  # train_head saves lean
+    assert "holds the head's weights only" in text and reference["weights_sha256"] in text and "self-contained" not in text
+    assert 'pipeline("image-classification", model="someone/tiny-head", trust_remote_code=True)' in text
+    assert hub.INSTALL_LINE in text and hub.SOURCE_URL in text
+
+
+def test_cards__source_url_is_the_project_repository():
+    import tomllib
+
+    urls = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["urls"]
+    assert hub.SOURCE_URL == urls["Repository"] and hub.SOURCE_URL in hub.INSTALL_LINE
 
 
 def test_render_head_card__needs_train_metrics(encoder_dir):
@@ -228,10 +240,22 @@ def test_push_encoder__keeps_an_edited_card_when_asked(tmp_path, fake_hub):
     assert (tmp_path / PROCESSOR_FILE).is_file()  # added before the upload, for the card's pipeline snippet
 
 
-def test_push_head__uploads_head_card(head_dir, encoder_dir, fake_hub):
-    hub.push_head(head_dir, "someone/tiny-head")
+def test_push_head__uploads_head_card(head_dir, encoder_dir, fake_hub, tmp_path):
+    with pytest.raises(ValueError, match="lean head whose encoder is the local folder.*embed_encoder=True"):
+        hub.push_head(head_dir, "someone/tiny-head")  # nobody who downloads it has that folder
+    assert fake_hub[0] == []
+    folder = tmp_path / "tiny-head"
+    shutil.copytree(head_dir, folder)
+    HEADS["classification"].from_pretrained(folder).save_pretrained(folder, embed_encoder=True)
+    config = json.loads((folder / "config.json").read_text())
+    del config["auto_map"]  # as saved before heads carried remote code
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_ssl_heads.py").unlink()
+    hub.push_head(folder, "someone/tiny-head")
     assert [c[0] for c in fake_hub[0]] == ["create_repo", "upload_folder"]
-    assert "AutoModelForImageClassification" in (head_dir / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "AutoModelForImageClassification" in readme and "self-contained" in readme
+    assert (folder / "modeling_ssl_heads.py").is_file() and "auto_map" in json.loads((folder / "config.json").read_text())
     with pytest.raises(ValueError, match="train_metrics.json"):
         hub.push_head(encoder_dir, "someone/tiny-head")
 

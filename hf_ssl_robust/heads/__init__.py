@@ -17,13 +17,15 @@ EmbedAttack pushes away from their clean values.
 Every model takes `pixel_values` `[B, 3, H, W]` in [0, 1] (normalisation is inside the encoder)
 and returns a `loss` when `labels` are given. The encoder is frozen and always in eval mode.
 
-Decision: the encoder weights are saved WITH the head. `save_pretrained` writes one
-self-contained `model.safetensors` (encoder + head) and a `config.json` that records the encoder's
-name (`encoder_name_or_path`) and its full backbone config (`encoder_config`). `from_pretrained`
-rebuilds the encoder architecture from that config (no download, works with `HF_HUB_OFFLINE=1`)
-and loads every weight, so a reloaded head is bit-identical and one Hub repo holds everything;
-a head can never silently pair with a different revision of its encoder. The cost is disk size
-(the encoder is duplicated per head).
+Decision (DESIGN.md §3): a saved head is **lean** by default. `save_pretrained` writes the head's own
+weights and `config.encoder_reference` (the encoder's Hub id at a commit, or its absolute folder, and the
+SHA-256 of its weights, from `identity.encoder_identity`); `from_pretrained` loads the encoder from there
+with `AutoModel.from_pretrained` and refuses other weights, so a reloaded head is bit-identical and can
+never silently pair with a different revision of its encoder. `save_pretrained(..., embed_encoder=True)`
+keeps today's self-contained folder (encoder + head in one `model.safetensors`, the architecture rebuilt
+from `config.encoder_config`, no network). Every folder also carries remote code (`modeling_ssl_heads.py`
+from `heads/remote/`, and `auto_map`), so transformers alone loads it with `trust_remote_code=True`
+(`heads/lean.py`).
 
 Importing this package registers the configs with `AutoConfig` and the models with
 `AutoModelForImageClassification`, `AutoModelForSemanticSegmentation` and

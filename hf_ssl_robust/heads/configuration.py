@@ -3,8 +3,8 @@
 Every head config records the encoder it was trained on twice: by name
 (`encoder_name_or_path`, for people) and as the encoder's full backbone config
 (`encoder_config`, a plain dict with its `model_type`), so that `from_pretrained` rebuilds the
-architecture offline; the encoder *weights* are stored in the head's own `model.safetensors`
-(see `hf_ssl_robust.heads`).
+architecture offline; the encoder *weights* are referenced (`encoder_reference`, a lean folder) or
+stored in the head's own `model.safetensors` (`embed_encoder=True`; see `hf_ssl_robust.heads`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class SSLHeadConfig(PreTrainedConfig):
         encoder_name_or_path: where the encoder came from (preset, Hub id or folder); informative only.
         encoder_config: the encoder backbone's `config.to_dict()` (must contain `model_type`); the
             architecture is rebuilt from it without any download.
+        encoder_reference: set in a lean head folder (the default of `save_pretrained`, see `heads/lean.py`):
+            where its encoder's weights are (`source`, `kind`, `revision`, `weights_sha256`); None when the
+            folder's own `model.safetensors` holds them.
         image_mean, image_std: normalisation applied inside the encoder to [0, 1] pixels.
         image_size: side of the (square) images the head was trained at.
         initializer_range: std of the normal init of the head's weights.
@@ -50,6 +53,7 @@ class SSLHeadConfig(PreTrainedConfig):
 
     encoder_name_or_path: str = ""
     encoder_config: dict[str, Any] | None = None
+    encoder_reference: dict[str, Any] | None = None
     image_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN
     image_std: list[float] | tuple[float, ...] = IMAGENET_STD
     image_size: int = 224

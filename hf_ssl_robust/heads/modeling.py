@@ -2,9 +2,11 @@
 
 * The encoder is frozen (`requires_grad_(False)`) and stays in eval mode, even after
   `model.train()`: only the head trains, as in the paper's linear evaluation.
-* The encoder weights are saved WITH the head (one self-contained `model.safetensors`); the
-  architecture is rebuilt from `config.encoder_config` with `AutoModel.from_config` (or
-  `ViTModel(config, add_pooling_layer=False)` for DINO v1), so `from_pretrained` needs no network.
+* A saved head is lean by default (its weights + a pinned, hash-checked reference to its encoder,
+  `heads/lean.py`); with `embed_encoder=True` the encoder weights are saved WITH the head (one
+  self-contained `model.safetensors`), and the architecture is rebuilt from `config.encoder_config`
+  with `AutoModel.from_config` (or `ViTModel(config, add_pooling_layer=False)` for DINO v1), so
+  `from_pretrained` needs no network.
 * `_init_weights` initialises the head only; the encoder comes pretrained (or from the checkpoint).
 """
 
@@ -17,11 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from transformers import AutoModel, PreTrainedModel, ViTModel
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel, ViTModel
 from transformers import initialization as init
 
 from ..encoders import PixelEncoder, centre_pad, get_family, load_encoder
 from .configuration import SSLHeadConfig
+from .lean import auto_map_for, encoder_reference_for, write_remote_code
+from .remote.modeling_ssl_heads import load_referenced_backbone
 
 __all__ = ["SSLHeadPreTrainedModel", "build_encoder", "centre_pad", "freeze_encoder"]
 
@@ -35,6 +39,21 @@ def build_encoder(config: SSLHeadConfig) -> PixelEncoder:
     else:
         backbone = AutoModel.from_config(backbone_config, **load_kwargs)
     return PixelEncoder(backbone, mean=tuple(config.image_mean), std=tuple(config.image_std))
+
+
+def _referenced_backbone(config: SSLHeadConfig, **hub_kwargs) -> nn.Module:
+    """The backbone a lean head references (hash checked). A bundled or preset encoder whose recorded folder
+    moved (the package reinstalled elsewhere, a Space's copy) is looked up again by its name or the folder's
+    name; the weights' hash still has to match."""
+    reference = dict(config.encoder_reference)
+    if reference.get("kind") == "local" and not Path(reference["source"]).is_dir():
+        from ..encoders import bundled_encoders, resolve_encoder_name
+
+        for moved in (resolve_encoder_name(config.encoder_name_or_path), bundled_encoders().get(Path(reference["source"]).name)):
+            if moved is not None and Path(moved).is_dir():
+                reference["source"] = str(Path(moved).resolve())
+                break
+    return load_referenced_backbone(reference, config.encoder_config, **hub_kwargs)
 
 
 def freeze_encoder(encoder: nn.Module) -> nn.Module:
@@ -79,7 +98,10 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
             encoder = build_encoder(config)
         else:
             encoder = load_encoder(encoder, mean=tuple(config.image_mean), std=tuple(config.image_std))
+            self._keys_to_ignore_on_load_missing = [r"^encoder\."]  # a lean checkpoint: the encoder is given
             for name, values in (("mean", config.image_mean), ("std", config.image_std)):
+                if getattr(encoder, name).is_meta:  # built inside `from_pretrained`; `_init_weights` sets it
+                    continue
                 if not torch.allclose(getattr(encoder, name).flatten().cpu().float(), torch.tensor(values).float()):
                     raise ValueError(
                         f"The encoder normalises with {name}={_float32_values(getattr(encoder, name))} but the "
@@ -111,29 +133,68 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, then re-freeze the encoder (loading makes new Parameters)."""
+        """`PreTrainedModel.from_pretrained`, then re-freeze the encoder (loading makes new Parameters).
+
+        A lean folder (`config.encoder_reference`) first loads its encoder from the reference with
+        `AutoModel.from_pretrained` at the pinned revision and refuses weights whose hash differs
+        (`EncoderReferenceError`); a self-contained folder loads everything from its own checkpoint.
+        """
+        if "encoder" not in kwargs:
+            config = kwargs.get("config")
+            if not isinstance(config, PreTrainedConfig):
+                hub = {k: kwargs[k] for k in ("cache_dir", "local_files_only", "token", "revision", "subfolder") if k in kwargs}
+                config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
+            if config.encoder_reference:
+                hub = {k: kwargs[k] for k in ("cache_dir", "local_files_only", "token") if k in kwargs}
+                kwargs["encoder"] = _referenced_backbone(config, **hub)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
         freeze_encoder(model.encoder)
         return loaded
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the image processor `transformers.pipeline` loads.
+    def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False,
+                        embed_encoder: bool | None = None, **kwargs):
+        """`PreTrainedModel.save_pretrained`: a lean folder by default, plus remote code and the image processor.
 
+        Args:
+            embed_encoder: write the encoder's weights into the folder too (self-contained: offline use,
+                the bundled Space). Default False: the head's weights plus `config.encoder_reference` (see
+                `heads/lean.py`), unless the encoder cannot be referenced (then it is embedded, with a warning).
+
+        Every folder also gets `modeling_ssl_heads.py` and `config.auto_map`, so that
+        `AutoModelFor*.from_pretrained(folder, trust_remote_code=True)` loads it without this package.
         With `push_to_hub=True` (and `repo_id`, `commit_message`, `private`, `token`, `create_pr`) the
-        upload happens after the processor is written, so the Hub copy has it too. `hub.push_head`
+        upload happens after the processor is written, so the Hub copy has it too; a head pinned to a local
+        encoder folder is uploaded with its encoder (nobody else has that folder). `hub.push_head`
         also renders the model card from the training and benchmark results.
         """
+        if embed_encoder is None:  # push_to_hub saves again through here: keep the caller's choice
+            embed_encoder = getattr(self, "_embed_encoder", False)
         hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "private", "token", "create_pr") if k in kwargs}
-        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        reference = None if embed_encoder or not is_main_process else encoder_reference_for(self)
+        if reference is not None:
+            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+        previous = self.config.encoder_reference
+        self.config.encoder_reference = reference
+        self.config.auto_map = auto_map_for(self.config.model_type)
+        try:
+            super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        finally:
+            self.config.encoder_reference = previous
         if is_main_process:
             from ..processing import (
                 save_image_processor,  # processing imports the head configs
             )
 
             save_image_processor(save_directory, self.config)
+            write_remote_code(save_directory)
             if push_to_hub:  # transformers' upload: saves again into a temporary folder (processor included)
-                self.push_to_hub(hub_kwargs.pop("repo_id", Path(save_directory).name), **hub_kwargs)
+                # A local folder is on this machine only: the Hub copy carries the encoder instead.
+                self._embed_encoder = reference is None or reference["kind"] == "local"
+                try:
+                    self.push_to_hub(hub_kwargs.pop("repo_id", Path(save_directory).name), **hub_kwargs)
+                finally:
+                    del self._embed_encoder
 
     # -- frozen encoder -----------------------------------------------------------------------
     def train(self, mode: bool = True):

@@ -1,0 +1,1 @@
+"""Remote code written next to every saved head (see `modeling_ssl_heads.py`)."""
