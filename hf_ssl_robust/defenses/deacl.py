@@ -302,7 +302,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         for step in range(self.start, self.total):
             epoch, pos = divmod(step, self.steps_per_epoch)
             if epoch != perm_epoch:
-                perm, perm_epoch = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch))), epoch
+                perm, perm_epoch = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch))), epoch  # cpu-ok: sampler indices
             lo = pos * self.batch + self.rank * self.local
             indices = perm[lo : lo + self.local].tolist()
             yield [(i, _mix(self.seed, step, i, 2)) for i in indices] if self.seeded else indices
