@@ -1,0 +1,441 @@
+"""A full pipeline rehearsal: every path users run on a GPU, end to end, at small sizes, in one call.
+
+    python -m hf_ssl_robust.rehearsal --out DIR            # on a CUDA machine (<= 8 min on one H100)
+    python -m hf_ssl_robust.rehearsal --smoke --out DIR    # the same steps at toy sizes on CPU (a test runs it)
+    scripts/gpu_check.sh [--smoke] [--out DIR]             # the same, as a script
+
+Steps, each timed and checked from what it wrote (bundled `shapes-resnet-tiny`, ShapesWorld):
+
+1. `env`: torch / CUDA / GPUs / package versions, and that everything the CLI needs imports.
+2. `benchmark`: head training + evaluation on a 2-cell grid (classification + segmentation, one ε).
+3. `resume`: the same command in the same output directory: every cell and head must be reused
+   (files untouched) and the results identical.
+4. `heads_dir`: a fresh output directory with `--heads_dir` at step 2's heads: no head trained, the
+   same clean numbers.
+5. `batch_size_auto`: `--batch_size auto` (heads reused): the batch it picked; clean numbers equal,
+   attacked ones close (per-image seeds: the batch size must not matter).
+6. `worst_case`: APGD added and `--worst_case`: a `worst` row per task, never above any attack's accuracy.
+7. `bf16`: `--mixed_precision bf16` (heads reused): runs, and how far its clean numbers are from fp32.
+8. `deacl_evolution`: `deacl` for 2 steps with the robustness-evolution callback (every step; every
+   other under `--smoke`): the encoder saved, `evolution.jsonl` at the expected steps and its plot.
+9. `launch_2proc`: step 2 under `accelerate launch --multi_gpu --num_processes 2` (heads trained
+   there too) with the same clean numbers; skipped, and said so, with fewer than 2 GPUs.
+10. `calibrate` (optional): `hf-ssl-robust plan --calibrate DIR/calibration.json` when this version
+   has the `plan` command; skipped otherwise.
+
+It prints a Markdown table (step, command, seconds, result: ok / FAIL / skipped + one line), writes
+it to `DIR/rehearsal.md` and as JSON to `DIR/rehearsal.json` with each step's log under `DIR/logs/`,
+and exits 1 if any step failed. On the GPU every step is a subprocess with its own time limit
+inside a total budget; `--smoke` runs the CLI steps in this process (one import instead of ten)
+and `env` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ENCODER = "shapes-resnet-tiny"
+CLI = ["-m", "hf_ssl_robust.cli"]
+NEEDED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "numpy", "PIL", "matplotlib", "tqdm", "yaml", "jinja2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Sizes and time limits of one rehearsal (seconds per step, and for all of them)."""
+
+    train: int
+    eval: int
+    head_epochs: int
+    steps: int
+    batch: int
+    head_lr: float | None  # None: the classification lr search of a real run
+    deacl_batch: int
+    deacl_train: int
+    deacl_attack_steps: int
+    eval_tasks: tuple[str, ...]
+    eval_every: int
+    eval_train: int
+    eval_samples: int
+    limit_s: int
+    budget_s: int
+
+
+FULL = Sizes(train=1000, eval=256, head_epochs=5, steps=10, batch=64, head_lr=None, deacl_batch=64, deacl_train=256, deacl_attack_steps=5,
+             eval_tasks=("classification", "segmentation", "depth"), eval_every=1, eval_train=300, eval_samples=64, limit_s=120, budget_s=470)
+SMOKE = Sizes(train=24, eval=8, head_epochs=1, steps=1, batch=8, head_lr=1e-3, deacl_batch=4, deacl_train=8, deacl_attack_steps=1,
+              eval_tasks=("classification",), eval_every=2, eval_train=16, eval_samples=4, limit_s=120, budget_s=600)
+
+
+@dataclasses.dataclass
+class Step:
+    name: str
+    command: str
+    seconds: float
+    status: str  # ok | FAIL | skipped
+    detail: str
+    log: str | None = None
+
+
+class Rehearsal:
+    def __init__(self, out: Path, sizes: Sizes, inprocess: bool, python: str = sys.executable):
+        self.out, self.sizes, self.inprocess, self.python = out, sizes, inprocess, python
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.steps: list[Step] = []
+        self.started = time.perf_counter()
+
+    # -- running -------------------------------------------------------------------------------
+    def budget_left(self) -> float:
+        return self.sizes.budget_s - (time.perf_counter() - self.started)
+
+    def grid(self, output_dir: Path, **overrides) -> list[str]:
+        """The 2-cell benchmark grid; `overrides` replace or add flags (`None` drops one)."""
+        s = self.sizes
+        flags = {"encoders": [ENCODER], "tasks": ["classification", "segmentation"], "datasets": ["shapes"],
+                 "attacks": ["embed", "pgd", "segpgd"], "eps": ["8/255"], "steps": s.steps, "num_train_samples": s.train,
+                 "max_eval_samples": s.eval, "head_epochs": s.head_epochs, "head_lr": s.head_lr, "batch_size": s.batch,
+                 "num_examples": 1, "seed": 0, "output_dir": output_dir}
+        flags.update(overrides)
+        argv = ["benchmark"]
+        for key, value in flags.items():
+            if value is None or value is False:
+                continue
+            argv.append(f"--{key}")
+            if value is not True:
+                argv += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        return argv
+
+    def shown(self, argv: list[str], launcher: list[str] | None = None) -> str:
+        text = " ".join(shlex.quote(a) for a in (launcher or ["hf-ssl-robust"]) + argv)
+        return text.replace(str(self.out), "$OUT")
+
+    def cli(self, name: str, argv: list[str], launcher: list[str] | None = None) -> tuple[int, str, float]:
+        """Run one CLI command; returns (exit code, its log, seconds)."""
+        log = self.logs / f"{name}.log"
+        start = time.perf_counter()
+        if self.inprocess and launcher is None:
+            rc = self._inprocess(argv, log)
+        else:
+            cmd = (launcher or [self.python]) + CLI + argv
+            env = dict(os.environ, HF_SSL_ROBUST_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+            limit = max(1.0, min(self.sizes.limit_s, self.budget_left()))
+            with log.open("w") as f:
+                try:
+                    rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=limit).returncode
+                except subprocess.TimeoutExpired:
+                    f.write(f"\n[rehearsal] stopped after its {limit:.0f} s limit\n")
+                    rc = 124
+        return rc, log.read_text(errors="replace"), time.perf_counter() - start
+
+    def _inprocess(self, argv: list[str], log: Path) -> int:
+        from accelerate.state import AcceleratorState
+
+        from . import cli
+
+        AcceleratorState._reset_state(reset_partial_state=True)  # each step makes its own Accelerator, as a new process would
+        with log.open("w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            handler = logging.StreamHandler(f)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            root, level = logging.getLogger(), logging.getLogger().level
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            try:
+                return cli.main(argv)
+            except SystemExit as exc:
+                return exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # noqa: BLE001 - the step fails, the rehearsal goes on
+                traceback.print_exc(file=f)
+                return 1
+            finally:
+                root.removeHandler(handler)
+                root.setLevel(level)
+
+    def record(self, name: str, command: str, seconds: float, status: str, detail: str) -> Step:
+        log = self.logs / f"{name}.log"
+        detail = detail.replace("\n", " ").replace("|", "/").replace(str(self.out), "$OUT")
+        step = Step(name, command, round(seconds, 1), status, detail,
+                    str(log.relative_to(self.out)) if log.is_file() else None)
+        self.steps.append(step)
+        print(f"[rehearsal] {name}: {status} ({step.seconds} s) {step.detail}", flush=True)
+        return step
+
+    def run(self, name: str, argv: list[str], check, launcher: list[str] | None = None) -> Step:
+        """Run a CLI step unless the budget is spent; `check(log) -> detail` raises `AssertionError` on failure."""
+        command = self.shown(argv, launcher)
+        if self.budget_left() < 5:
+            return self.record(name, command, 0.0, "skipped", f"the {self.sizes.budget_s} s budget is spent")
+        rc, log, seconds = self.cli(name, argv, launcher)
+        if rc != 0:
+            return self.record(name, command, seconds, "FAIL", f"exit {rc}: {last_line(log)}")
+        try:
+            return self.record(name, command, seconds, "ok", check(log))
+        except (AssertionError, OSError, KeyError, ValueError) as err:
+            return self.record(name, command, seconds, "FAIL", str(err) or type(err).__name__)
+
+    # -- reporting -----------------------------------------------------------------------------
+    def table(self) -> str:
+        rows = ["| step | command | seconds | result |", "|---|---|---|---|"]
+        for s in self.steps:
+            rows.append(f"| {s.name} | `{s.command}` | {s.seconds:.1f} | {s.status}: {s.detail} |")
+        return "\n".join(rows) + "\n"
+
+    def write(self, device: str) -> int:
+        failed = [s.name for s in self.steps if s.status == "FAIL"]
+        report = {"device": device, "sizes": dataclasses.asdict(self.sizes), "in_process": self.inprocess,
+                  "total_seconds": round(time.perf_counter() - self.started, 1), "failed": failed,
+                  "steps": [dataclasses.asdict(s) for s in self.steps]}
+        (self.out / "rehearsal.json").write_text(json.dumps(report, indent=2) + "\n")
+        table = f"Rehearsal on {device}, {report['total_seconds']} s in all\n\n" + self.table()
+        (self.out / "rehearsal.md").write_text(table)
+        print(table, end="")
+        return 1 if failed else 0
+
+
+def last_line(log: str) -> str:
+    """The last informative line of a log (an error message, usually)."""
+    lines = [line.strip() for line in log.replace("\r", "\n").splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("[A", "warnings.warn")) and "it/s" not in line and "s/it" not in line]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+# -- reading what a step wrote ---------------------------------------------------------------------
+PRIMARY = {"classification": "accuracy", "segmentation": "mean_iou", "depth": "rmse"}
+
+
+def records(folder: Path) -> list[dict]:
+    path = folder / "results.json"
+    if not path.is_file():
+        raise AssertionError(f"no {path.name} in {folder.name}")
+    return json.loads(path.read_text())
+
+
+def primary(recs: list[dict], attack: str = "none") -> dict[str, float]:
+    """`{task: value}` of each task's primary metric for one attack (`none`: clean)."""
+    return {r["task"]: r["value"] for r in recs if r["attack"] == attack and r["metric"] == PRIMARY[r["task"]]}
+
+
+def max_gap(a: dict, b: dict) -> float:
+    if set(a) != set(b):
+        raise AssertionError(f"tasks differ: {sorted(a)} vs {sorted(b)}")
+    return max((abs(a[k] - b[k]) for k in a if not (math.isnan(a[k]) and math.isnan(b[k]))), default=0.0)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """`{path: (mtime_ns, size)}` of every stored cell and head file (what a resume must not rewrite)."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for sub in ("cells", "heads") if (folder / sub).is_dir() for p in sorted((folder / sub).rglob("*")) if p.is_file()}
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{task} {v:.3f}" for task, v in sorted(values.items()))
+
+
+# -- the steps -------------------------------------------------------------------------------------
+ENV_SCRIPT = f"""
+import importlib, sys
+missing = []
+for name in {NEEDED!r}:
+    try:
+        importlib.import_module(name)
+    except Exception as err:
+        missing.append(f"{{name}} ({{type(err).__name__}})")
+import torch, transformers, accelerate
+gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+where = f"{{gpus}} x {{torch.cuda.get_device_name(0)}}, CUDA {{torch.version.cuda}}" if gpus else "no CUDA device"
+print(f"torch {{torch.__version__}} ({{where}}), transformers {{transformers.__version__}}, accelerate {{accelerate.__version__}}, python {{sys.version.split()[0]}}")
+if missing:
+    print("missing: " + ", ".join(missing) + " (carry them as wheels)")
+    sys.exit(1)
+"""
+
+
+def rehearse(r: Rehearsal, gpus: int, smoke: bool) -> None:
+    s, out = r.sizes, r.out
+    start = time.perf_counter()
+    with (r.logs / "env.log").open("w") as f:
+        rc = subprocess.run([r.python, "-c", ENV_SCRIPT], stdout=f, stderr=subprocess.STDOUT, timeout=120).returncode
+    env_line = last_line((r.logs / "env.log").read_text())
+    r.record("env", "python -c <versions, devices, imports>", time.perf_counter() - start, "ok" if rc == 0 else "FAIL", env_line)
+
+    bench, heads = out / "bench", out / "bench" / "heads"
+
+    def check_bench(log: str) -> str:
+        recs = records(bench)
+        clean = primary(recs)
+        assert set(clean) == {"classification", "segmentation"}, f"clean rows for {sorted(clean)}, expected classification and segmentation"
+        cells, trained = list((bench / "cells").glob("*.json")), list(heads.rglob("train_metrics.json"))
+        assert len(cells) == 2 and len(trained) == 2, f"{len(cells)} cell file(s) and {len(trained)} trained head(s), expected 2 and 2"
+        attacked = {**{k: v for k, v in primary(recs, "pgd").items()}, **primary(recs, "segpgd")}
+        return f"2 cells, 2 heads trained; clean {_fmt(clean)}; PGD / SegPGD {_fmt(attacked)}"
+
+    step = r.run("benchmark", r.grid(bench), check_bench)
+    if step.status != "ok":
+        for name in ("resume", "heads_dir", "batch_size_auto", "worst_case", "bf16"):
+            r.record(name, "(needs the benchmark step)", 0.0, "skipped", "the benchmark step failed")
+    else:
+        before, first = snapshot(bench), records(bench)
+
+        def check_resume(log: str) -> str:
+            after = snapshot(bench)
+            new, rewritten = sorted(set(after) - set(before)), sorted(k for k in before if after.get(k) != before[k])
+            assert not new and not rewritten, f"new files {new[:3]}, rewritten {rewritten[:3]}: a cell or head was redone"
+            assert records(bench) == first, "results.json differs from the first run's"
+            n_cells = sum(k.startswith("cells") for k in before)
+            n_heads = sum(k.endswith("train_metrics.json") for k in before)
+            said = "its output says so" if any(w in log.lower() for w in ("reus", "skipping cell", "already done")) else \
+                "(the benchmark's own output does not say so)"
+            return f"reused {n_cells}/{n_cells} cells and {n_heads}/{n_heads} heads (no file rewritten), results identical; {said}"
+
+        r.run("resume", r.grid(bench), check_resume)
+        clean = primary(first)
+        tolerance = 0.5 / s.eval  # less than one image of accuracy
+
+        def reused(folder: Path, log: str) -> str:
+            trained = list((folder / "heads").rglob("train_metrics.json")) if (folder / "heads").is_dir() else []
+            assert not trained, f"{len(trained)} head(s) trained although --heads_dir holds them"
+            return f"no head trained ({log.count('loading head')} loaded)"
+
+        def check_heads_dir(log: str) -> str:
+            gap = max_gap(primary(records(out / "heads_dir")), clean)
+            assert gap <= 1e-6, f"clean numbers differ from step 2's by {gap:.2g}"
+            return reused(out / "heads_dir", log) + ", clean numbers equal to step 2's"
+
+        r.run("heads_dir", r.grid(out / "heads_dir", heads_dir=heads), check_heads_dir)
+
+        def check_auto(log: str) -> str:
+            import re
+
+            picked = sorted({int(b) for b in re.findall(r"--batch_size auto: (\d+)", log)})
+            recs = records(out / "batch_size_auto")
+            gap = max_gap(primary(recs), clean)
+            assert gap <= tolerance, f"clean numbers differ from batch {s.batch}'s by {gap:.3g}"
+            adv = max(max_gap(primary(recs, a), primary(first, a)) for a in ("embed", "pgd", "segpgd"))
+            assert adv <= 0.02, f"attacked numbers differ from batch {s.batch}'s by {adv:.3g} (seeds are per image: they should not)"
+            return f"picked batch {picked or '? (not logged)'}; {reused(out / 'batch_size_auto', log)}; clean equal, attacked differ by at most {adv:.3g} from batch {s.batch}"
+
+        r.run("batch_size_auto", r.grid(out / "batch_size_auto", heads_dir=heads, batch_size="auto"), check_auto)
+
+        def check_worst(log: str) -> str:
+            recs = records(out / "worst_case")
+            worst = primary(recs, "worst")
+            assert set(worst) == {"classification", "segmentation"}, f"worst rows for {sorted(worst)}"
+            attacks = {r["attack"] for r in recs if r["task"] == "classification" and r["attack"] not in ("none", "worst")}
+            lowest = min(primary(recs, a)["classification"] for a in attacks)
+            assert worst["classification"] <= lowest + 1e-9, f"worst accuracy {worst['classification']} above an attack's {lowest}"
+            return f"worst {_fmt(worst)}; classification worst <= min over {len(attacks)} attacks ({lowest:.3f})"
+
+        r.run("worst_case", r.grid(out / "worst_case", heads_dir=heads, attacks=["embed", "pgd", "segpgd", "apgd"], worst_case=True),
+              check_worst)
+
+        def check_bf16(log: str) -> str:
+            info = json.loads((out / "bf16" / "run_info.json").read_text())
+            assert info.get("mixed_precision") == "bf16", f"run_info says mixed_precision={info.get('mixed_precision')!r}"
+            gap = max_gap(primary(records(out / "bf16")), clean)
+            return f"ran in bf16; clean {_fmt(primary(records(out / 'bf16')))} (at most {gap:.3g} from fp32)"
+
+        r.run("bf16", r.grid(out / "bf16", heads_dir=heads, mixed_precision="bf16"), check_bf16)
+
+    deacl = out / "deacl"
+
+    def check_deacl(log: str) -> str:
+        assert (deacl / "model.safetensors").is_file(), "no model.safetensors: the encoder was not saved"
+        losses = [json.loads(line)["loss"] for line in (deacl / "log.jsonl").read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in (deacl / "evolution.jsonl").read_text().splitlines() if line.strip()]
+        expected = list(range(0, 3, s.eval_every)) + ([2] if 2 % s.eval_every else [])
+        steps = [row["step"] for row in rows]
+        assert steps == expected, f"evolution at steps {steps}, expected {expected}"
+        assert (deacl / "evolution.png").is_file(), "no evolution.png"
+        assert len(losses) == 2, f"{len(losses)} logged steps, expected 2"
+        last = rows[-1][s.eval_tasks[0]]
+        return f"2 steps, loss {' -> '.join(f'{v:.4f}' for v in losses)}; evolution at steps {steps} ({s.eval_tasks[0]} at step 2: " + \
+            ", ".join(f"{k} {v:.3f}" for k, v in last.items()) + "); plot written"
+
+    r.run("deacl_evolution", ["deacl", "--encoder", ENCODER, "--dataset", "shapes", "--max_steps", "2", "--batch_size", str(s.deacl_batch),
+                              "--num_train_samples", str(s.deacl_train), "--attack_steps", str(s.deacl_attack_steps), "--eval_every", str(s.eval_every),
+                              "--eval_tasks", *s.eval_tasks, "--eval_train_samples", str(s.eval_train), "--eval_samples", str(s.eval_samples),
+                              "--checkpoint_every", "1", "--log_every", "1", "--output_dir", str(deacl)], check_deacl)
+
+    if gpus >= 2 and not smoke:
+        launcher = [r.python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+        def check_launch(log: str) -> str:
+            two, one = primary(records(out / "launch_2proc")), primary(records(bench))
+            gap = max_gap(two, one)
+            assert gap <= 0.5 / s.eval, f"2 processes: clean {_fmt(two)}; 1 process: {_fmt(one)} (heads trained differently?)"
+            return f"2 processes (heads trained there): clean {_fmt(two)}, equal to 1 process's"
+
+        r.run("launch_2proc", r.grid(out / "launch_2proc"), check_launch, launcher=launcher)
+    else:
+        why = "smoke run on CPU" if smoke else f"needs 2 GPUs, this machine has {gpus}"
+        r.record("launch_2proc", "accelerate launch --multi_gpu --num_processes 2 -m hf_ssl_robust.cli benchmark ...", 0.0, "skipped", why)
+
+    from . import cli
+
+    calibration = out / "calibration.json"
+    if "plan" in cli.COMMANDS:
+        def check_calibration(log: str) -> str:
+            assert calibration.is_file(), "no calibration file written"
+            return f"wrote {calibration.name} ({calibration.stat().st_size} bytes)"
+
+        r.run("calibrate", ["plan", "--calibrate", str(calibration)], check_calibration)
+    else:
+        r.record("calibrate", r.shown(["plan", "--calibrate", str(calibration)]), 0.0, "skipped",
+                 "this version has no `plan` command (the optional cost-calibration step runs once it exists)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hf_ssl_robust.rehearsal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.environ.get("OUT") or "outputs/rehearsal", help="Output folder (must be empty or new).")
+    parser.add_argument("--smoke", action="store_true", help="Toy sizes on CPU, CLI steps in this process (what the test runs).")
+    parser.add_argument("--subprocess", action="store_true", help="With --smoke: run every step as its own process, as on the GPU.")
+    parser.add_argument("--overwrite", action="store_true", help="Delete --out first if it is not empty.")
+    parser.add_argument("--budget_s", type=int, default=None, help="Total time budget; steps past it are skipped (default 470 s, smoke 600 s).")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out).resolve()
+    if out.is_dir() and any(out.iterdir()):
+        if not args.overwrite:
+            raise SystemExit(f"rehearsal: --out {out} is not empty; the rehearsal must start fresh (resume is one of its checks). "
+                             "Pass --overwrite to delete it, or another --out.")
+        import shutil
+
+        shutil.rmtree(out)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not args.smoke and gpus == 0:
+        print("rehearsal: torch sees no CUDA device; use --smoke for the toy-size run on CPU.", file=sys.stderr)
+        return 2
+    sizes = SMOKE if args.smoke else FULL
+    if args.budget_s is not None:
+        sizes = dataclasses.replace(sizes, budget_s=args.budget_s)
+    device = f"{gpus} x {torch.cuda.get_device_name(0)}" if gpus else f"CPU ({os.cpu_count()} cores)"
+    r = Rehearsal(out, sizes, inprocess=args.smoke and not args.subprocess)
+    threads = torch.get_num_threads()
+    if args.smoke:  # toy tensors: one thread is faster than several fighting over a shared CPU
+        torch.set_num_threads(1)
+    try:
+        rehearse(r, gpus, args.smoke)
+    finally:
+        torch.set_num_threads(threads)
+    return r.write(device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
