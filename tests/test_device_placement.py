@@ -318,3 +318,22 @@ def test_space__heads_and_images_on_the_backend_device(tmp_path, task_name):
         assert {p.device for p in model.parameters()} == {device}
     assert out.metrics["linf_255"] <= 8.001
     assert {"segmentation": "clean_miou", "depth": "clean_rmse_vs_truth_m"}[task_name] in out.metrics
+
+
+@pytest.mark.parametrize("kind", ["dinov2", "dinov2_reg", "vit", "resnet", "dinov3_vit", "dinov3_convnext", "clip", "siglip"])
+def test_encoder_families__tokens_and_an_attack_step_on_the_accelerator(kind):
+    """Each family adapter (and the transformers model under it: RoPE, position ids, registers) on the device."""
+    backbone = make_tiny_backbone(kind, patch_size=8)
+    encoder = load_encoder(backbone)
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = [encoder(pixels, pre_norm=p) for p in (False, True)]
+    with stub_device() as device:
+        encoder.to(device)
+        x = pixels.to(device)
+        for pre_norm, ref in zip((False, True), expected):
+            out = encoder(x, pre_norm=pre_norm)
+            assert out.cls.device == device and out.patches.device == device and out.grid == ref.grid
+            assert torch.allclose(out.patches.cpu(), ref.patches, rtol=1e-4, atol=1e-5)
+        adv = build_attack("embed", get_task("segmentation"), get_dataset_spec("shapes", task="segmentation"), eps=4 / 255, steps=1,
+                           seed=0).perturb(encoder, x).pixels
+        assert adv.device == device and float((adv - x).abs().max()) <= 4 / 255
