@@ -15,8 +15,11 @@ moves tensors with `.to(device)`, and checks each op's tensor arguments with CUD
 for all of them, except CPU 0-dim tensors, which may be *inputs* of an accelerator op (never the
 tensor an in-place op writes into), the indices of an indexing op, and the source of `copy_`.
 `torch.Generator(device=stub)` gives a CPU generator marked as the stub's; a factory on one
-device with a generator of the other fails, as on CUDA. Values are bit-for-bit the CPU results.
-Autocast is not modelled (the stub device has none).
+device with a generator of the other fails, as on CUDA. `.numpy()` of a stub tensor fails, as on
+CUDA. While active, `torch.Generator`, `torch.tensor`, `torch.as_tensor` (which build their tensor
+below the dispatch modes) and `torch.is_autocast_enabled` are patched; all is restored on exit.
+Values are the CPU results, up to last-bit rounding where autograd decomposes an op for a tensor
+subclass. Not modelled: autocast (the stub device has none), several devices, streams.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ def _check(func, args, kwargs) -> torch.device | None:
     return devices.pop()
 
 
-def _returned_in_place(func, args, kwargs, out):
+def _returned_in_place(func, args, kwargs):
     """In-place ops return the tensor they wrote into: the caller's object, not a new wrapper."""
     returns = func._schema.returns
     if returns and all(r.alias_info is not None and r.alias_info.is_write for r in returns):
@@ -157,7 +160,7 @@ def _dispatch(func, args, kwargs):
     if requested == STUB:
         kwargs = {**kwargs, "device": CPU}
     out = func(*tree_map(_unwrap, args), **tree_map(_unwrap, kwargs))
-    in_place = _returned_in_place(func, args, kwargs, out)
+    in_place = _returned_in_place(func, args, kwargs)
     if in_place is not None:
         return in_place
     if target != STUB:
