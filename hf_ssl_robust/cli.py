@@ -88,7 +88,8 @@ def deacl_main(argv: list[str] | None = None) -> int:
     if cfg.eval_every:
         from .evolution import make_evolution_eval
 
-        eval_fn = make_evolution_eval(seed=cfg.seed)  # a small ShapesWorld benchmark on each evaluated step
+        eval_fn = make_evolution_eval(tasks=cfg.eval_tasks, num_train_samples=cfg.eval_train_samples, max_eval_samples=cfg.eval_samples,
+                                      seed=cfg.seed)  # a small ShapesWorld benchmark on each evaluated step
     path = train_deacl(cfg, accelerator, eval_fn=eval_fn)
     if cfg.eval_every and accelerator.is_main_process and (path / "evolution.jsonl").is_file():
         from .evolution import plot_evolution
@@ -338,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if os.environ.get("HF_SSL_ROBUST_LOG_LEVEL"):  # e.g. INFO: show the library's progress lines (heads loaded, batch size...)
+        import logging
+
+        logging.basicConfig(level=os.environ["HF_SSL_ROBUST_LOG_LEVEL"].upper(), format="%(levelname)s %(name)s: %(message)s")
     handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "results": results_main,
                 "leaderboard": leaderboard_main, "plan": plan_main, "info": info_main}
     if command not in handlers:

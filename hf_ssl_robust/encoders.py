@@ -190,8 +190,10 @@ class PixelEncoder(nn.Module):
         self.pixel_layer = keep_pixel_layer_fp32(backbone)  # its name in the backbone
         mean, std = mean or self.family.mean, std or self.family.std
         self.image_mean, self.image_std = tuple(float(v) for v in mean), tuple(float(v) for v in std)  # as saved
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        device = next(backbone.parameters(), torch.empty(0)).device  # cpu-ok: a fallback for a parameter-free backbone
+        # on the backbone's device: wrapping a backbone already on the GPU must give a GPU encoder
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1), persistent=False)
 
     @property
     def config(self):

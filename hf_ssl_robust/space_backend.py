@@ -305,14 +305,17 @@ class SpaceBackend:
         train_epochs: its epochs (default: `APP_EPOCHS` of the task).
         mixed_precision: `no` or `bf16` (the Space runs on CPU; the pixel layer stays fp32) for
             the attack, the clean and adversarial forwards, and heads it trains.
+        device: where models and images live (default `cpu`); heads loaded from disk or trained
+            (which may use a GPU) are moved there.
     """
 
     def __init__(self, encoders=(), heads_dir: str | None = None, cache_dir: str | None = None,
                  allow_hub: bool = True, train_samples: int = 512, train_epochs: int | None = None, max_models: int = 6,
-                 mixed_precision: str = "no"):
+                 mixed_precision: str = "no", device: str | torch.device = "cpu"):
         if check_mixed_precision(mixed_precision) not in ("no", "bf16"):
             raise ValueError(f"The Space runs on CPU: mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}.")
         self.mixed_precision = mixed_precision
+        self.device = torch.device(device)
         self.encoders = {**{n: str(p) for n, p in bundled_encoders().items()}, **{display_name(str(e)): str(e) for e in encoders}}
         self.heads_dirs = [Path(d) for d in ([heads_dir] if heads_dir else [])] + [Path("outputs/benchmark/heads")]
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "hf_ssl_robust" / "space")
@@ -381,7 +384,7 @@ class SpaceBackend:
         for folder in folders:
             if (folder / "config.json").is_file():
                 status(f"loading the {task} head from {folder}")
-                return head_class.from_pretrained(folder).eval()
+                return head_class.from_pretrained(folder).to(self.device).eval()
         status(f"loading encoder {encoder}")
         enc = load_encoder(encoder)
         from .training import TrainHeadConfig, train_head
@@ -392,7 +395,7 @@ class SpaceBackend:
                               epochs=self.train_epochs or APP_EPOCHS[task], output_dir=str(folders[-1]),
                               mixed_precision=self.mixed_precision)
         model, _ = train_head(cfg, encoder=enc)
-        return model.eval()
+        return model.to(self.device).eval()
 
     # -- the attack ----------------------------------------------------------------------------
     def validate(self, encoder, task, attack, eps_255, steps, size) -> tuple[str, str, str, float, int, int]:
@@ -426,6 +429,7 @@ class SpaceBackend:
         except EncoderNotFoundError as err:
             raise SpaceError(str(err)) from None
         x, more = fit_image(arr, size, min_side=model.patch_size)
+        x = x.to(self.device)
         notes += more
         t, spec = get_task(task), get_dataset_spec("shapes", task=task)
         truth = self.truths.get(image_key(x))
@@ -495,7 +499,7 @@ def _describe(out: AttackOutcome, t, spec, model, clean_out, adv_out, truth) -> 
             m.update(true_class=names[y], clean_correct=ic == y, adv_correct=ia == y)
     elif t.name == "segmentation":
         names = list(spec.class_names)
-        mc, ma = t.predict(clean_out)[0], t.predict(adv_out)[0]
+        mc, ma = t.predict(clean_out)[0].cpu(), t.predict(adv_out)[0].cpu()  # compared with host truths
         out.class_names, out.clean_mask, out.adv_mask = names, mc.numpy(), ma.numpy()
         m.update(pixels_flipped=round(float((mc != ma).float().mean()), 4), pixels_flipped_count=int((mc != ma).sum()),
                  miou_adv_vs_clean=round(_miou(ma, mc, len(names)), 4))
@@ -505,7 +509,7 @@ def _describe(out: AttackOutcome, t, spec, model, clean_out, adv_out, truth) -> 
                      adv_pixel_accuracy=round(float((ma == gt).float().mean()), 4),
                      clean_miou=round(_miou(mc, gt, len(names)), 4), adv_miou=round(_miou(ma, gt, len(names)), 4))
     else:
-        dc, da = t.predict(clean_out)[0].float(), t.predict(adv_out)[0].float()
+        dc, da = t.predict(clean_out)[0].float().cpu(), t.predict(adv_out)[0].float().cpu()
         out.clean_depth, out.adv_depth = dc.numpy(), da.numpy()
         diff = da - dc
         m.update(depth_mean_abs_change_m=round(float(diff.abs().mean()), 4), depth_rmse_adv_vs_clean_m=round(float(diff.pow(2).mean().sqrt()), 4),

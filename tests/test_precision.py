@@ -1,7 +1,7 @@
 """Mixed precision keeps attacks exact: the pixel layer of every family runs in fp32 under autocast,
 every attack keeps its contract under bf16, and bf16 attacks succeed like fp32 ones.
 
-`HF_SSL_ROBUST_TEST_DEVICE=cuda` runs the device-dependent tests on a GPU (scripts/gpu_check.sh).
+`HF_SSL_ROBUST_TEST_DEVICE=cuda` runs the device-dependent tests on a GPU (scripts/gpu_speed.sh).
 """
 
 import json

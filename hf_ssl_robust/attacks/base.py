@@ -300,7 +300,7 @@ def _norm(t: Tensor) -> Tensor:
 
 def _round_down(eps: float, dtype: torch.dtype) -> float:
     """Largest value of `dtype` that is <= eps, so that comparisons in either precision hold."""
-    e = torch.tensor(eps, dtype=dtype)
+    e = torch.tensor(eps, dtype=dtype)  # cpu-ok: a Python float's rounding, read back with .item()
     if e.item() > eps:
         e = torch.nextafter(e, torch.zeros_like(e))
     return e.item()

@@ -97,6 +97,10 @@ class DeACLConfig:
     keep_last: int = _help("Keep only the last K checkpoints.", 2)
     resume: bool = _help("Continue from the latest checkpoint in output_dir/checkpoints.", False)
     eval_every: int = _help("Call the eval callback every N steps (0 = off).", 0)
+    eval_tasks: list[str] = field(default_factory=lambda: ["classification", "segmentation", "depth"],
+                                  metadata={"help": "Tasks of the robustness-evolution benchmark run every eval_every steps (CLI)."})
+    eval_train_samples: int = _help("ShapesWorld scenes its heads train on.", 600)
+    eval_samples: int = _help("ShapesWorld scenes it scores, clean and attacked.", 64)
     log_every: int = _help("Log losses every N steps.", 10)
     num_workers: str = _help("DataLoader workers; auto: none for in-memory ShapesWorld, else up to 8 (one core left free).", "auto")
     push_to_hub: str | None = _help("Hub repo to publish the robust encoder to (done by the publishing step).", None)
@@ -107,11 +111,18 @@ class DeACLConfig:
         _choice("attack_on", self.attack_on, ATTACK_ON)
         _choice("objective", self.objective, OBJECTIVES)
         check_mixed_precision(self.mixed_precision)
-        for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every"):
+        for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every", "eval_train_samples", "eval_samples"):
             _at_least(name, getattr(self, name), 1)
         from ..data.loaders import resolve_num_workers
 
         resolve_num_workers(self.num_workers)
+        from ..tasks import get_task
+
+        for task in self.eval_tasks:
+            try:
+                get_task(task)  # unknown task: a clear error before any training
+            except ValueError as err:
+                raise ValueError(f"eval_tasks: {err}") from None
         for name in ("attack_steps", "checkpoint_every", "eval_every"):
             _at_least(name, getattr(self, name), 0)
         for name in ("max_steps", "stop_after_steps", "image_size"):
@@ -302,7 +313,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         for step in range(self.start, self.total):
             epoch, pos = divmod(step, self.steps_per_epoch)
             if epoch != perm_epoch:
-                perm, perm_epoch = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch))), epoch
+                perm, perm_epoch = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch))), epoch  # cpu-ok: sampler indices
             lo = pos * self.batch + self.rank * self.local
             indices = perm[lo : lo + self.local].tolist()
             yield [(i, _mix(self.seed, step, i, 2)) for i in indices] if self.seeded else indices

@@ -102,7 +102,7 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
             for name, values in (("mean", config.image_mean), ("std", config.image_std)):
                 if getattr(encoder, name).is_meta:  # built inside `from_pretrained`; `_init_weights` sets it
                     continue
-                if not torch.allclose(getattr(encoder, name).flatten().cpu().float(), torch.tensor(values).float()):
+                if not torch.allclose(getattr(encoder, name).flatten().cpu().float(), torch.tensor(values).float()):  # cpu-ok: compared on the host
                     raise ValueError(
                         f"The encoder normalises with {name}={_float32_values(getattr(encoder, name))} but the "
                         f"config says image_{name}={tuple(values)}; build the head with `from_encoder` or make "
@@ -129,7 +129,9 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
         name = encoder_or_name if isinstance(encoder_or_name, (str, os.PathLike)) else encoder.name_or_path
         config_kwargs.setdefault("encoder_name_or_path", str(name))
         config = cls.config_class(encoder_config=encoder.backbone.config.to_dict(), **config_kwargs)
-        return cls(config, encoder=encoder)
+        model = cls(config, encoder=encoder)
+        device = next(encoder.parameters()).device  # the head's new layers join an encoder already on the GPU
+        return model.to(device) if device.type != "cpu" else model
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -217,8 +219,8 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
         if isinstance(module, PixelEncoder):
             # Non-persistent buffers: not in the checkpoint, so restore them from the config (they
             # may have been created on the meta device by `from_pretrained`).
-            init.copy_(module.mean, torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
-            init.copy_(module.std, torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1))
+            init.copy_(module.mean, torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1))  # cpu-ok: copy_ crosses devices
+            init.copy_(module.std, torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1))  # cpu-ok: copy_ crosses devices
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:

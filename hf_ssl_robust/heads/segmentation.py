@@ -56,9 +56,9 @@ def _windows(height: int, width: int, window: int, stride: int) -> list[tuple[in
     return [(y, x, wh, ww) for y in ys for x in xs]
 
 
-def window_count_map(height: int, width: int, window: int, stride: int) -> Tensor:
+def window_count_map(height: int, width: int, window: int, stride: int, device: torch.device | str | None = None) -> Tensor:
     """`[H, W]` number of windows covering each pixel (all >= 1 by construction)."""
-    counts = torch.zeros(height, width)
+    counts = torch.zeros(height, width, device=device)
     for y, x, wh, ww in _windows(height, width, window, stride):
         counts[y : y + wh, x : x + ww] += 1
     return counts

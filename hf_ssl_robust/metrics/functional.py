@@ -175,7 +175,7 @@ def segmentation_stats(
     # Chunk over images only when B·K² bins would not fit comfortably (very many classes).
     step = max(1, _MAX_BINS // (num_labels * num_labels))
     chunks = [_confusion(p, r, num_labels, ignore_index) for p, r in zip(preds.split(step), refs.split(step))]
-    conf = torch.cat(chunks) if chunks else torch.zeros(0, num_labels, num_labels, dtype=torch.long)
+    conf = torch.cat(chunks) if chunks else torch.zeros(0, num_labels, num_labels, dtype=torch.long, device=preds.device)
     return {
         "intersection": torch.diagonal(conf, dim1=1, dim2=2).clone(),
         "pred_area": conf.sum(dim=1),
@@ -250,7 +250,7 @@ def mean_iou_from_stats(intersection: Tensor, union: Tensor, label_area: Tensor 
     """
     inter = _as_tensor(intersection, "intersection").double()
     union = _as_tensor(union, "union").double()
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=inter.device)
     iou = torch.where(union > 0, inter / union.clamp(min=1), nan)
     if label_area is None:
         recall, overall = torch.full_like(iou, float("nan")), float("nan")
@@ -370,7 +370,7 @@ class MeanIoUMeter:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
         self.num_labels = num_labels
         self.ignore_index = ignore_index
-        self.totals = {key: torch.zeros(num_labels, dtype=torch.long) for key in SEG_STATS}
+        self.totals = {key: torch.zeros(num_labels, dtype=torch.long) for key in SEG_STATS}  # cpu-ok: host totals (`.cpu()` in update)
         self.num_samples = 0
 
     def update(self, preds: Tensor, refs: Tensor, gather: Gather | None = None) -> None:

@@ -99,7 +99,7 @@ class MeanIou(evaluate.Metric):
                 f"reduce_labels turns background 0 into {REDUCED_BACKGROUND}, which must then be ignored: pass "
                 f"ignore_index={REDUCED_BACKGROUND} (got {ignore_index!r})."
             )
-        totals = {key: torch.zeros(num_labels, dtype=torch.long) for key in SEG_STATS}
+        totals = {key: torch.zeros(num_labels, dtype=torch.long) for key in SEG_STATS}  # cpu-ok: `evaluate` passes host arrays
         # Images of different sizes are concatenated (fill=None): only sums are needed here.
         for preds, refs in iter_chunks(arrow_maps(predictions), arrow_maps(references), fill=None):
             refs = remap_labels(refs, label_map, reduce_labels)

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh --dry_run: every section of the GPU run, at tiny sizes on CPU, so the
+"""scripts/gpu_speed.sh --dry_run: every section of the GPU run, at tiny sizes on CPU, so the
 script is ready for the next GPU. Timings are never asserted, only that each section ran and
 reported what the GPU table needs."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check__dry_run_runs_every_section_on_cpu(tmp_path):
+def test_gpu_speed__dry_run_runs_every_section_on_cpu(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, OUT="")
-    done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--dry_run", "--out", str(tmp_path)],
+    done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_speed.sh"), "--dry_run", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     status = (tmp_path / "status.txt").read_text().splitlines()
