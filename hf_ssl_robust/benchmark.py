@@ -73,6 +73,7 @@ class BenchmarkConfig:
     head_lr: float | None = field(default=None, metadata={"help": "Override the paper's head learning rate (all tasks)."})
     num_examples: int = field(default=4, metadata={"help": "Images in each clean-vs-adversarial example figure."})
     num_workers: str = field(default="auto", metadata={"help": "DataLoader workers for head training and evaluation; auto: none for in-memory ShapesWorld, else up to 8 (one core left free)."})
+    embed_encoder: bool = field(default=False, metadata={"help": "Save trained heads with their encoder's weights inside (self-contained, for offline use); default: lean heads that pin their encoder."})
     priors: str = field(default="auto", metadata={"help": "Image-free prior rows (majority class, per-pixel class prior, per-pixel mean depth from the training split): auto = for generated data (cheap), yes = every dataset (reads the training split once more), no."})
     dry_run: bool = field(default=False, metadata={"help": "Print every cell that would run (sizes, windows, head settings, forward/backward passes) without loading weights or data."})
     mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16: autocast for attacks and evaluation (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
@@ -114,7 +115,7 @@ def _train_config(cfg: BenchmarkConfig, encoder_name: str, task: str, dataset: s
     return TrainHeadConfig(
         encoder=encoder_name, task=task, dataset=dataset, output_dir=output_dir, data_dir=cfg.data_dirs.get(dataset),
         image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr, num_train_samples=cfg.num_train_samples,
-        num_workers=cfg.num_workers, seed=cfg.seed, mixed_precision=cfg.mixed_precision,
+        num_workers=cfg.num_workers, seed=cfg.seed, mixed_precision=cfg.mixed_precision, embed_encoder=cfg.embed_encoder,
         evaluate_test=False,  # the cells score the evaluation split themselves
     )
 

@@ -68,6 +68,7 @@ class TrainHeadConfig:
     num_train_samples: int | None = field(default=None, metadata={"help": "Subset of the training split (ShapesWorld: how many to render)."})
     num_eval_samples: int | None = field(default=None, metadata={"help": "Subset of the evaluation split."})
     eval_batch_size: int = 64
+    embed_encoder: bool = field(default=False, metadata={"help": "Save the encoder's weights inside the head folder (self-contained: offline use, the bundled Space); default: a lean folder pinning the encoder (id or folder, revision, weights SHA-256)."})
     evaluate_test: bool = field(default=True, metadata={"help": "Score the trained head on the evaluation split (the benchmark scores it itself)."})
     mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16 (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
     num_workers: str = field(default="auto", metadata={"help": "DataLoader workers; auto: none for in-memory data (ShapesWorld, cached features), else up to 8 (one core left free)."})
@@ -107,7 +108,7 @@ class _CachedFeatures(Dataset):
     def __getitem__(self, i: int):
         view = 0
         if self.features.shape[0] > 1:  # a fair coin per (epoch, sample): the cached flip
-            view = int(torch.randint(self.features.shape[0], (), generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 100_003 + i)))
+            view = int(torch.randint(self.features.shape[0], (), generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 100_003 + i)))  # cpu-ok: a host coin
         return {"features": self.features[view, i], "target": self.targets[view, i]}
 
 
@@ -177,7 +178,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     data_kw = dict(data_dir=cfg.data_dir, image_size=size, seed=cfg.seed)
     base = make_dataset(spec, "train", num_samples=cfg.num_train_samples, **data_kw,
                         transform=None if spec.source == "synthetic" else eval_transform(task.name, size, ignore_index=spec.ignore_index))
-    perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    perm = torch.randperm(len(base), generator=torch.Generator().manual_seed(cfg.seed)).tolist()  # cpu-ok: host indices
     n_val = max(1, round(cfg.val_fraction * len(base)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     eval_ds = make_dataset(spec, "eval", num_samples=cfg.num_eval_samples, **data_kw) if cfg.evaluate_test else None
@@ -244,14 +245,14 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
         out = Path(cfg.output_dir)
         if accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
-            accelerator.unwrap_model(model).save_pretrained(out)
+            accelerator.unwrap_model(model).save_pretrained(out, embed_encoder=cfg.embed_encoder)
             write_json(out / "train_metrics.json", info)
         accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model), info
 
 
 # Settings that do not change the trained head (where it is saved, how fast it is made, what is scored after).
-_NOT_IN_KEY = ("encoder", "output_dir", "num_workers", "eval_batch_size", "evaluate_test", "num_eval_samples", "max_cache_gb")
+_NOT_IN_KEY = ("encoder", "output_dir", "num_workers", "eval_batch_size", "evaluate_test", "num_eval_samples", "max_cache_gb", "embed_encoder")
 
 
 def head_key(cfg: TrainHeadConfig, encoder_fingerprint: str, precision: str) -> dict:

@@ -102,7 +102,7 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
             for name, values in (("mean", config.image_mean), ("std", config.image_std)):
                 if getattr(encoder, name).is_meta:  # built inside `from_pretrained`; `_init_weights` sets it
                     continue
-                if not torch.allclose(getattr(encoder, name).flatten().cpu().float(), torch.tensor(values).float()):  # cpu-ok: compared on the host
+                if not torch.allclose(getattr(encoder, name).flatten().cpu().float(), torch.tensor(values, device="cpu").float()):  # on the host (not meta, inside from_pretrained)
                     raise ValueError(
                         f"The encoder normalises with {name}={_float32_values(getattr(encoder, name))} but the "
                         f"config says image_{name}={tuple(values)}; build the head with `from_encoder` or make "

@@ -174,8 +174,8 @@ class PixelEncoder(nn.Module):
         if backbone.config.model_type not in _TOKENS:
             raise ValueError(f"Unsupported encoder family {backbone.config.model_type!r}; known: {sorted(_TOKENS)}.")
         self.backbone = backbone
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)  # cpu-ok: buffers follow the module's .to()
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)  # cpu-ok: buffers follow the module's .to()
 
     @property
     def patch_size(self) -> int:
@@ -321,8 +321,8 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, PixelEncoder):
-            init.copy_(module.mean, torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
-            init.copy_(module.std, torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1))
+            init.copy_(module.mean, torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1))  # cpu-ok: copied into the buffer
+            init.copy_(module.std, torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1))  # cpu-ok: copied into the buffer
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
