@@ -133,7 +133,7 @@ def _module_identity(module: torch.nn.Module) -> EncoderIdentity:
         h.update(key.encode())
         t = value.detach().to("cpu").contiguous()
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim buffers too
     sha = h.hexdigest()
     name = getattr(getattr(module, "config", None), "_name_or_path", "") or type(module).__name__
     return EncoderIdentity(name=name, source=None, kind="module", revision=None, weights_sha256=sha,

@@ -87,7 +87,8 @@ def rehearse(r: Rehearsal, gpus: int, smoke: bool, cpu_launch: bool = False) -> 
         recs = records(bench)
         clean = primary(recs)
         assert set(clean) == {"classification", "segmentation"}, f"clean rows for {sorted(clean)}, expected classification and segmentation"
-        cells, trained = list((bench / "cells").glob("*.json")), list(heads.rglob("train_metrics.json"))
+        cells = [p for p in (bench / "cells").glob("*.json") if not p.name.startswith("prior-")]  # image-free priors aside
+        trained = list(heads.rglob("train_metrics.json"))
         assert len(cells) == 2 and len(trained) == 2, f"{len(cells)} cell file(s) and {len(trained)} trained head(s), expected 2 and 2"
         attacked = {**{k: v for k, v in primary(recs, "pgd").items()}, **primary(recs, "segpgd")}
         return f"2 cells, 2 heads trained; clean {_fmt(clean)}; PGD / SegPGD {_fmt(attacked)}"
@@ -104,7 +105,7 @@ def rehearse(r: Rehearsal, gpus: int, smoke: bool, cpu_launch: bool = False) -> 
             new, rewritten = sorted(set(after) - set(before)), sorted(k for k in before if after.get(k) != before[k])
             assert not new and not rewritten, f"new files {new[:3]}, rewritten {rewritten[:3]}: a cell or head was redone"
             assert records(bench) == first, "results.json differs from the first run's"
-            n_cells = sum(k.startswith("cells") for k in before)
+            n_cells = sum(k.startswith("cells") and "/prior-" not in k for k in before)
             n_heads = sum(k.endswith("train_metrics.json") for k in before)
             said = "its output says so" if any(w in log.lower() for w in ("reus", "skipping cell", "already done")) else \
                 "(the benchmark's own output does not say so)"
@@ -153,10 +154,13 @@ def rehearse(r: Rehearsal, gpus: int, smoke: bool, cpu_launch: bool = False) -> 
         def check_bf16(log: str) -> str:
             info = json.loads((out / "bf16" / "run_info.json").read_text())
             assert info.get("mixed_precision") == "bf16", f"run_info says mixed_precision={info.get('mixed_precision')!r}"
+            forced = info.get("forced_heads", [])  # the fp32 heads, scored in bf16: only the evaluation's precision differs
+            assert len(forced) == 2 and all("mixed_precision" in f["differences"] for f in forced), f"forced heads: {forced}"
             gap = max_gap(primary(records(out / "bf16")), clean)
             return f"ran in bf16; clean {_fmt(primary(records(out / 'bf16')))} (at most {gap:.3g} from fp32)"
 
-        r.run("bf16", r.grid(out / "bf16", heads_dir=heads, mixed_precision="bf16"), check_bf16)
+        # A head's key includes its precision: --force_heads reuses the fp32 ones (and run_info.json lists them).
+        r.run("bf16", r.grid(out / "bf16", heads_dir=heads, mixed_precision="bf16", force_heads=True), check_bf16)
 
     deacl = out / "deacl"
 
