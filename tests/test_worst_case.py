@@ -65,9 +65,18 @@ def test_attack_names__apgd_losses_and_the_strong_suite():
     assert attacks_for_task(["apgd"], "depth") == ["apgd:depth"]
     strong = {t: attacks_for_task(["strong"], t) for t in ("classification", "segmentation", "depth")}
     assert strong == {"classification": ["embed", "pgd", "apgd:ce", "apgd:dlr"],
-                      "segmentation": ["embed", "segpgd", "apgd:masked_ce", "apgd:balanced_masked_ce", "apgd:js"],
+                      "segmentation": ["embed", "segpgd", "apgd:masked_ce", "apgd:balanced_masked_ce", "apgd:js",
+                                       "apgd:masked_spherical"],
                       "depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
-    assert expand_attacks(["strong", "pgd"]) == SUITES["strong"]  # duplicates dropped
+    # APGD-T joins `strong` only for a dataset with >= 10 classes (AutoAttack's 9 targets); by name it always applies
+    assert attacks_for_task(["strong"], "classification", num_classes=10) == strong["classification"] + ["apgd_t"]
+    assert attacks_for_task(["strong"], "classification", num_classes=6) == strong["classification"]
+    assert attacks_for_task(["strong"], "segmentation", num_classes=150) == strong["segmentation"]
+    assert attacks_for_task(["apgd_t", "square"], "classification", num_classes=6) == ["apgd_t", "square"]
+    assert attacks_for_task(["square", "square:js"], "segmentation") == ["square", "square:js"]
+    assert attacks_for_task(["square:js"], "depth") == []
+    assert expand_attacks(["strong", "pgd"]) == [n for n in SUITES["strong"] if n != "apgd_t"]  # duplicates dropped
+    assert expand_attacks(["strong", "pgd"], num_classes=10) == SUITES["strong"]
     assert BenchmarkConfig(encoders=["x"], attacks=["strong"]).worst_case is True
     cfg = BenchmarkConfig(encoders=["x"], attacks=["strong"], tasks=["depth"])  # members for other tasks are fine
     assert cfg.attack_plan == {"depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
@@ -75,7 +84,8 @@ def test_attack_names__apgd_losses_and_the_strong_suite():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(attacks=["apgd:cw"]), r"Unknown attack loss 'cw'; available per task: classification: ce, dlr"),
-    (dict(attacks=["pgd:ce"]), r"Only apgd takes a loss"),
+    (dict(attacks=["pgd:ce"]), r"Only apgd and square take a loss"),
+    (dict(attacks=["square:dlr"], tasks=["depth"]), r"'square:dlr' is a classification loss but the tasks are \['depth'\]"),
     (dict(attacks=["apgd:dlr"], tasks=["segmentation"]), r"'apgd:dlr' is a classification loss but the tasks are \['segmentation'\]; losses for them: segmentation: \['masked_ce'"),
     (dict(attacks=["embed", "pgd"], worst_case=True), r"--worst_case .* \{'segmentation': \['embed'\], 'depth': \['embed'\]\}"),
     (dict(attacks=["pgd"], tasks=["classification"], worst_case=True), r"fewer than two"),
