@@ -105,11 +105,13 @@ def check_plan(requested: list[str], tasks: list[str], worst_case: bool, progres
     return plan
 
 
-def build_attack(name: str, task, spec, progressive: bool = False, **common) -> Attack:
+def build_attack(name: str, task, spec, progressive: bool = False, square_queries: int | None = None, **common) -> Attack:
     """`make_attack` for a result name of `attacks_for_task`, with the task's and dataset's settings.
 
     APGD always keeps each image's most damaging iterate (`track_best=True`). `progressive` turns on
     SEA's progressive radius for the segmentation APGD attacks (SEA defines it for segmentation only).
+    `square_queries` replaces `steps` for Square (its query budget; gradient attacks keep `steps`).
+    APGD-T targets min(9, K − 1) classes of the dataset's K.
     """
     base, _, loss = name.partition(":")
     if base not in ("apgd", "square", "apgd_t"):
@@ -118,7 +120,8 @@ def build_attack(name: str, task, spec, progressive: bool = False, **common) -> 
     if task.name == "depth":
         extra["max_depth"] = float(spec.max_depth or 10.0)
     if base == "square":
-        return make_attack("square", **{**common, "track_best": True}, loss=loss or SQUARE_LOSS[task.name], **extra)
+        budget = {"steps": square_queries} if square_queries is not None else {}
+        return make_attack("square", **{**common, "track_best": True, **budget}, loss=loss or SQUARE_LOSS[task.name], **extra)
     if base == "apgd_t":
         classes = getattr(spec, "num_classes", None)
         extra = {"target_classes": min(9, classes - 1)} if classes and classes >= 2 else {}

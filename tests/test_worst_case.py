@@ -202,3 +202,21 @@ def test_tables_and_space__show_apgd_and_worst_rows(tmp_path):
     headers, rows = leaderboard(records)
     assert rows[0][headers.index("attack")] == "worst" and rows[0][headers.index("attacked (worst)")] == 0.1
     assert plot_robustness_curves(records, tmp_path / "curves.png").is_file()
+
+
+def test_build_attack__square_apgd_t_and_sea_losses_get_the_dataset_settings():
+    from hf_ssl_robust.attack_suites import build_attack
+    from hf_ssl_robust.data import get_dataset_spec
+    from hf_ssl_robust.tasks import get_task
+
+    seg, dep = get_dataset_spec("shapes", task="segmentation"), get_dataset_spec("shapes", task="depth")
+    sq = build_attack("square", get_task("segmentation"), seg, eps=4 / 255, steps=20, seed=0, square_queries=500)
+    assert (sq.name, sq.loss, sq.steps, sq.ignore_index, sq.eps) == ("square", "pixel_margin", 500, seg.ignore_index, 4 / 255)
+    sq = build_attack("square", get_task("depth"), dep, steps=20)
+    assert (sq.loss, sq.steps, sq.max_depth) == ("depth", 20, float(dep.max_depth))
+    assert build_attack("square:js", get_task("segmentation"), seg).loss == "js"
+    cls = get_dataset_spec("shapes", task="classification")  # 6 classes: 5 runner-ups to target
+    t = build_attack("apgd_t", get_task("classification"), cls, steps=3)
+    assert (t.name, t.target_classes, t.track_best) == ("apgd_t", cls.num_classes - 1, True)
+    sph = build_attack("apgd:masked_spherical", get_task("segmentation"), seg, progressive=True)
+    assert (sph.loss, sph.progressive, sph.ignore_index) == ("masked_spherical", True, seg.ignore_index)
