@@ -30,7 +30,7 @@ works leaves Square ahead on no image or very few; a masked gradient leaves it a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -121,7 +121,7 @@ def black_box_stronger(
     task: str,
     pixels: Tensor,
     target: Tensor,
-    white_box_damage: Tensor,
+    white_box_damage: Tensor | Mapping[str, Tensor],
     *,
     eps: float,
     norm: str = "linf",
@@ -140,7 +140,8 @@ def black_box_stronger(
         task: `classification`, `segmentation` or `depth`.
         pixels, target: the subset's clean images and their labels / masks / depth maps.
         white_box_damage: `[n]` per-image damage of the white-box attack's adversarial predictions
-            on these images (`prediction_damage`), same order.
+            on these images (`prediction_damage`), same order; or a mapping attack name -> `[n]` to
+            compare several attacks of the cell with one Square run.
         eps, norm: the cell's threat model (Square runs in the same ball).
         queries: Square's budget per image (forward passes after the start point).
         seeds: per-image seeds (e.g. the images' split indices: then batch-independent), or one int.
@@ -148,14 +149,17 @@ def black_box_stronger(
         p_init: Square's first window fraction (None: the attack's default).
 
     Returns:
-        `BlackBoxCheck`; `flagged` iff Square is stronger on more than `MIN_SHARE` of the images and
-        on at least `MIN_IMAGES` of them.
+        `BlackBoxCheck` (a dict name -> `BlackBoxCheck` for a mapping); `flagged` iff Square is
+        stronger on more than `MIN_SHARE` of the images and on at least `MIN_IMAGES` of them.
     """
     _check_task(task)
     n = pixels.shape[0] if pixels.ndim == 4 else -1
-    if white_box_damage.shape != (n,):
-        raise ValueError(f"white_box_damage must hold one value per image, shape ({n},), got {tuple(white_box_damage.shape)}; "
-                         "compute it with prediction_damage(task, white_box_predictions, target).")
+    damages = dict(white_box_damage) if isinstance(white_box_damage, Mapping) else {None: white_box_damage}
+    for name, dmg in damages.items():
+        if not isinstance(dmg, Tensor) or dmg.shape != (n,):
+            got = tuple(dmg.shape) if isinstance(dmg, Tensor) else type(dmg).__name__
+            raise ValueError(f"white_box_damage{'' if name is None else f'[{name!r}]'} must hold one value per image, shape ({n},), "
+                             f"got {got}; compute it with prediction_damage(task, white_box_predictions, target).")
     if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
         raise ValueError(f"queries must be an int >= 1 (Square's budget per image), got {queries!r}.")
     kwargs = {"ignore_index": ignore_index} if task == "segmentation" else {"max_depth": max_depth} if task == "depth" else {}
@@ -168,12 +172,15 @@ def black_box_stronger(
         out = task_outputs(task, model(adv))
     pred = out.argmax(1) if task != "depth" else out
     square = prediction_damage(task, pred, target, ignore_index, max_depth).cpu()
-    white = white_box_damage.detach().float().cpu()
-    stronger = stronger_per_image(task, square, white)
-    count = int(stronger.sum())
-    share = count / n if n else 0.0
-    return BlackBoxCheck(flagged=share > MIN_SHARE and count >= MIN_IMAGES, stronger=stronger, share=share,
-                         square_damage=square, white_box_damage=white, queries=queries, square_pixels=adv.cpu())
+    checks = {}
+    for name, dmg in damages.items():
+        white = dmg.detach().float().cpu()
+        stronger = stronger_per_image(task, square, white)
+        count = int(stronger.sum())
+        share = count / n if n else 0.0
+        checks[name] = BlackBoxCheck(flagged=share > MIN_SHARE and count >= MIN_IMAGES, stronger=stronger, share=share,
+                                     square_damage=square, white_box_damage=white, queries=queries, square_pixels=adv.cpu())
+    return checks if isinstance(white_box_damage, Mapping) else checks[None]
 
 
 def _check_task(task: str) -> None:

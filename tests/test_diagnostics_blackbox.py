@@ -62,6 +62,12 @@ def test_black_box_stronger__flags_a_saturated_head_and_not_the_plain_one():
     torch.testing.assert_close(plain.square_damage, saturated.square_damage)
     assert isinstance(saturated, BlackBoxCheck) and saturated.as_dict()["images"] == 12
     assert (saturated.square_pixels - x).abs().max() <= EPS
+    # several white-box attacks of a cell against one Square run
+    model = ChannelMeans(1e4).eval()
+    both = black_box_stronger(model, "classification", x, labels, {"pgd": white_sat, "apgd:ce": white_plain}, eps=EPS,
+                              queries=50, seeds=list(range(len(x))))
+    assert set(both) == {"pgd", "apgd:ce"} and both["pgd"].flagged and not both["apgd:ce"].flagged
+    assert torch.equal(both["pgd"].stronger, saturated.stronger)
 
 
 def test_black_box_stronger__dense_tasks_and_model_left_untouched(tiny_encoder):
@@ -109,6 +115,8 @@ def test_black_box_stronger__bad_input(tiny_encoder):
         black_box_stronger(clf, "detection", x, labels, torch.zeros(2), eps=EPS)
     with pytest.raises(ValueError, match=r"white_box_damage must hold one value per image, shape \(2,\), got \(3,\)"):
         black_box_stronger(clf, "classification", x, labels, torch.zeros(3), eps=EPS)
+    with pytest.raises(ValueError, match=r"white_box_damage\['pgd'\] must hold one value per image"):
+        black_box_stronger(clf, "classification", x, labels, {"pgd": torch.zeros(1)}, eps=EPS)
     with pytest.raises(ValueError, match="queries must be an int >= 1"):
         black_box_stronger(clf, "classification", x, labels, torch.zeros(2), eps=EPS, queries=0)
     with pytest.raises(ValueError, match="num_images and size must be >= 0"):
