@@ -169,13 +169,18 @@ class Square(Attack):
         out = self.forward(model, x_adv)
         best, damage = self.objective(out, target, 0), self.score(out, target)
         stops = self.loss_task == "classification"
+        # L-inf: the two vertices x ± eps of every pixel, projected once (a candidate only picks among them)
+        vertices = (_project(x - radius, x, radius, True), _project(x + radius, x, radius, True)) if linf else None
         losses = []
         for step in range(self.steps):
             losses.append(best.mean())
             p_init = self.p_init if self.p_init is not None else P_INIT[self.norm]
             side = max(round(math.sqrt(window_fraction(p_init, step, self.steps) * h * w)), 1 if linf else 3)
             side = min(side, h, w)
-            candidate = (self._linf_candidate if linf else self._l2_candidate)(x, x_adv, radius, side, draws)
+            if linf:
+                candidate = self._linf_candidate(x, x_adv, vertices, side, draws)
+            else:
+                candidate = self._l2_candidate(x, x_adv, radius, side, draws)
             idx = (damage <= 0).nonzero()[:, 0] if stops else None  # misclassified images are done
             if idx is not None and idx.numel() == 0:
                 continue  # keep drawing, so an image's draws do not depend on the others
@@ -215,10 +220,11 @@ class Square(Attack):
         in_c = (ac[None] >= s[:, None]) & (ac[None] < s[:, None] + side)
         return (in_r[:, None, :, None] & in_c[:, None, None, :]).to(x.device), r, s
 
-    def _linf_candidate(self, x: Tensor, x_adv: Tensor, radius: float, side: int, draws: Draws) -> Tensor:
+    def _linf_candidate(self, x: Tensor, x_adv: Tensor, vertices: tuple[Tensor, Tensor], side: int, draws: Draws) -> Tensor:
         mask, _, _ = self._window(x, side, draws)
-        signs = draws.signs(x.shape[1]).view(x.shape[0], -1, 1, 1).to(x)
-        return _project(torch.where(mask, x + radius * signs, x_adv), x, radius, True)
+        up = draws.ints(2, x.shape[1]).bool().view(x.shape[0], -1, 1, 1).to(x.device)  # per channel: x + eps or x − eps
+        low, high = vertices
+        return torch.where(mask, torch.where(up, high, low), x_adv)
 
     def _l2_candidate(self, x: Tensor, x_adv: Tensor, radius: float, side: int, draws: Draws) -> Tensor:
         b, c, h, w = x.shape
