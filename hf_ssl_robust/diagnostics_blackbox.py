@@ -88,6 +88,13 @@ def stronger_per_image(task: str, square: Tensor, white_box: Tensor) -> Tensor:
     return square > white_box * (1 + DEPTH_MARGIN)  # NaN compares False
 
 
+def blackbox_flag(stronger: Tensor) -> bool:
+    """The cell's verdict from the per-image `stronger` of its whole subset (concatenate the batches' first):
+    Square stronger on more than `MIN_SHARE` of the images and on at least `MIN_IMAGES` of them."""
+    count, n = int(stronger.sum()), stronger.numel()
+    return n > 0 and count / n > MIN_SHARE and count >= MIN_IMAGES
+
+
 @dataclass
 class BlackBoxCheck:
     """The outcome of `black_box_stronger` on one cell's subset (all tensors on the CPU).
@@ -178,7 +185,7 @@ def black_box_stronger(
         stronger = stronger_per_image(task, square, white)
         count = int(stronger.sum())
         share = count / n if n else 0.0
-        checks[name] = BlackBoxCheck(flagged=share > MIN_SHARE and count >= MIN_IMAGES, stronger=stronger, share=share,
+        checks[name] = BlackBoxCheck(flagged=blackbox_flag(stronger), stronger=stronger, share=share,
                                      square_damage=square, white_box_damage=white, queries=queries, square_pixels=adv.cpu())
     return checks if isinstance(white_box_damage, Mapping) else checks[None]
 

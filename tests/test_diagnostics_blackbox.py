@@ -7,6 +7,7 @@ from hf_ssl_robust.attacks import make_attack
 from hf_ssl_robust.diagnostics_blackbox import (
     BlackBoxCheck,
     black_box_stronger,
+    blackbox_flag,
     blackbox_subset,
     prediction_damage,
     stronger_per_image,
@@ -99,6 +100,13 @@ def test_prediction_damage_and_margins__hand_values():
     assert stronger_per_image("classification", torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])).tolist() == [True, False, False]
     assert stronger_per_image("segmentation", torch.tensor([0.53, 0.51]), torch.tensor([0.5, 0.5])).tolist() == [True, False]
     assert stronger_per_image("depth", torch.tensor([1.06, 1.04, float("nan")]), torch.tensor([1.0, 1.0, 1.0])).tolist() == [True, False, False]
+
+
+def test_blackbox_flag__share_and_count_over_the_whole_subset():
+    assert not blackbox_flag(torch.zeros(0, dtype=torch.bool))
+    assert not blackbox_flag(torch.tensor([True] + [False] * 4))  # 20 % but a single image
+    assert blackbox_flag(torch.tensor([True, True] + [False] * 8))  # 2 of 10: 20 %
+    assert not blackbox_flag(torch.tensor([True, True] + [False] * 18))  # 2 of 20: 10 %, not more
 
 
 def test_blackbox_subset__seeded_and_sorted():
