@@ -17,9 +17,10 @@ from pathlib import Path
 
 RECORD_KEYS = ("encoder", "task", "dataset", "attack", "eps", "steps", "metric", "value", "num_samples")
 ATTACK_TITLES = {"none": "Clean", "embed": "EmbedAttack", "pgd": "PGD", "segpgd": "SegPGD", "depth_pgd": "DepthPGD",
-                 "worst": "Worst case"}
+                 "worst": "Worst case", "apgd_t": "APGD-T", "square": "Square"}
 LOSS_TITLES = {"ce": "CE", "dlr": "DLR", "masked_ce": "mCE", "balanced_masked_ce": "bal-mCE", "js": "JS", "segpgd": "SegPGD loss",
-               "depth": "depth loss", "depth_tol": "depth-tol"}
+               "depth": "depth loss", "depth_tol": "depth-tol", "masked_spherical": "mSph", "margin": "margin",
+               "pixel_margin": "pixel margin"}
 
 
 def attack_title(name: str) -> str:
@@ -27,6 +28,8 @@ def attack_title(name: str) -> str:
     base, _, loss = name.partition(":")
     if base == "apgd":
         return f"APGD-{LOSS_TITLES.get(loss, loss)}"
+    if base == "square" and loss:
+        return f"Square-{LOSS_TITLES.get(loss, loss)}"
     return ATTACK_TITLES.get(name, name)
 
 

@@ -65,11 +65,12 @@ class Task:
             return MeanIoUMeter(num_labels=spec.num_classes, ignore_index=spec.ignore_index)
         return DepthMeter(max_depth=float(spec.max_depth or 10.0))
 
-    def attacks(self, requested: list[str]) -> list[str]:
-        """The requested attacks that apply to this task (`embed` and `apgd` to every task; see `attack_suites`)."""
+    def attacks(self, requested: list[str], spec=None) -> list[str]:
+        """The requested attacks that apply to this task (`embed`, `apgd` and `square` to every task; see
+        `attack_suites`); with the dataset `spec`, `strong` adds APGD-T where the dataset has >= 10 classes."""
         from .attack_suites import attacks_for_task
 
-        return attacks_for_task(requested, self.name)
+        return attacks_for_task(requested, self.name, getattr(spec, "num_classes", None))
 
     def attack_kwargs(self, attack: str, spec) -> dict:
         """Task-specific attack settings: which tokens EmbedAttack targets, ignore index, max depth."""

@@ -189,7 +189,7 @@ def test_apgd__restarts_keep_the_most_damaging(tiny_encoder):
 
 
 def test_apgd__bad_settings_give_clear_errors(tiny_encoder):
-    with pytest.raises(ValueError, match=r"Unknown attack loss 'cw'; available per task: classification: ce, dlr; segmentation"):
+    with pytest.raises(ValueError, match=r"Unknown attack loss 'cw'; available per task: classification: ce, dlr, margin; segmentation"):
         make_attack("apgd", loss="cw")
     with pytest.raises(ValueError, match="restarts must be an int >= 1"):
         make_attack("apgd", restarts=0)

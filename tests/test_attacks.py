@@ -9,6 +9,7 @@ from torch import nn
 from transformers.modeling_outputs import DepthEstimatorOutput, ImageClassifierOutput
 
 from hf_ssl_robust.attacks import ATTACKS, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD, make_attack
+from hf_ssl_robust.attack_suites import SQUARE_LOSS
 from hf_ssl_robust.attacks.objectives import DEFAULT_LOSS, LOSSES
 from conftest import one_thread
 
@@ -92,16 +93,17 @@ def make_case(name, task, encoder):
     return kwargs, model, x, (None if cls.surface == "encoder" else target)
 
 
+LOSS_TAKING = {"apgd": DEFAULT_LOSS, "square": SQUARE_LOSS}  # attacks that apply to every task through their loss
 CASES = [
     (name, task)
     for name in sorted(ATTACKS)
-    if name != "apgd"
+    if name not in LOSS_TAKING
     for task in (TASKS if ATTACKS[name].surface == "encoder" else (ATTACKS[name].task,))
 ]
-CASES += [(f"apgd:{DEFAULT_LOSS[task]}", task) for task in TASKS]  # APGD with each task's default loss
+CASES += [(f"{name}:{losses[task]}", task) for name, losses in LOSS_TAKING.items() for task in TASKS]  # each task's default loss
 IDS = [f"{n}-{t}" for n, t in CASES]
 # the invariants hold for every loss of every task
-ALL_LOSSES = [(n, t) for n, t in CASES if not n.startswith("apgd")] + [(f"apgd:{loss}", t) for t in TASKS for loss in LOSSES[t]]
+ALL_LOSSES = [(n, t) for n, t in CASES if not n.startswith("apgd:")] + [(f"apgd:{loss}", t) for t in TASKS for loss in LOSSES[t]]
 ALL_IDS = [f"{n}-{t}" for n, t in ALL_LOSSES]
 
 
@@ -120,7 +122,7 @@ def objective(attack, model, x, adv, target):
     with torch.no_grad():
         prepared = attack.prepare_target(model.eval(), x, target)
         outputs = attack.forward(model, adv)
-        return attack.score(outputs, prepared) if attack.name == "apgd" else attack.objective(outputs, prepared, attack.steps)
+        return attack.score(outputs, prepared) if attack.name.startswith("apgd") else attack.objective(outputs, prepared, attack.steps)
 
 
 def snapshot(model):
@@ -321,7 +323,7 @@ def test_embed__patch_tokens_pre_norm(tiny_encoder):
 
 
 def test_make_attack__errors():
-    with pytest.raises(ValueError, match=r"Unknown attack 'fgsm'; available: \['apgd', 'depth_pgd', 'embed'"):
+    with pytest.raises(ValueError, match=r"Unknown attack 'fgsm'; available: \['apgd', 'apgd_t', 'depth_pgd', 'embed', 'pgd', 'segpgd', 'square'\]"):
         make_attack("fgsm")
     with pytest.raises(ValueError, match=r"Unknown argument\(s\) \['tokens'\] for attack 'pgd'"):
         make_attack("pgd", tokens="cls")

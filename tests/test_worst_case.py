@@ -65,9 +65,18 @@ def test_attack_names__apgd_losses_and_the_strong_suite():
     assert attacks_for_task(["apgd"], "depth") == ["apgd:depth"]
     strong = {t: attacks_for_task(["strong"], t) for t in ("classification", "segmentation", "depth")}
     assert strong == {"classification": ["embed", "pgd", "apgd:ce", "apgd:dlr"],
-                      "segmentation": ["embed", "segpgd", "apgd:masked_ce", "apgd:balanced_masked_ce", "apgd:js"],
+                      "segmentation": ["embed", "segpgd", "apgd:masked_ce", "apgd:balanced_masked_ce", "apgd:js",
+                                       "apgd:masked_spherical"],
                       "depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
-    assert expand_attacks(["strong", "pgd"]) == SUITES["strong"]  # duplicates dropped
+    # APGD-T joins `strong` only for a dataset with >= 10 classes (AutoAttack's 9 targets); by name it always applies
+    assert attacks_for_task(["strong"], "classification", num_classes=10) == strong["classification"] + ["apgd_t"]
+    assert attacks_for_task(["strong"], "classification", num_classes=6) == strong["classification"]
+    assert attacks_for_task(["strong"], "segmentation", num_classes=150) == strong["segmentation"]
+    assert attacks_for_task(["apgd_t", "square"], "classification", num_classes=6) == ["apgd_t", "square"]
+    assert attacks_for_task(["square", "square:js"], "segmentation") == ["square", "square:js"]
+    assert attacks_for_task(["square:js"], "depth") == []
+    assert expand_attacks(["strong", "pgd"]) == [n for n in SUITES["strong"] if n != "apgd_t"]  # duplicates dropped
+    assert expand_attacks(["strong", "pgd"], num_classes=10) == SUITES["strong"]
     assert BenchmarkConfig(encoders=["x"], attacks=["strong"]).worst_case is True
     cfg = BenchmarkConfig(encoders=["x"], attacks=["strong"], tasks=["depth"])  # members for other tasks are fine
     assert cfg.attack_plan == {"depth": ["embed", "depth_pgd", "apgd:depth", "apgd:depth_tol"]}
@@ -75,7 +84,8 @@ def test_attack_names__apgd_losses_and_the_strong_suite():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(attacks=["apgd:cw"]), r"Unknown attack loss 'cw'; available per task: classification: ce, dlr"),
-    (dict(attacks=["pgd:ce"]), r"Only apgd takes a loss"),
+    (dict(attacks=["pgd:ce"]), r"Only apgd and square take a loss"),
+    (dict(attacks=["square:dlr"], tasks=["depth"]), r"'square:dlr' is a classification loss but the tasks are \['depth'\]"),
     (dict(attacks=["apgd:dlr"], tasks=["segmentation"]), r"'apgd:dlr' is a classification loss but the tasks are \['segmentation'\]; losses for them: segmentation: \['masked_ce'"),
     (dict(attacks=["embed", "pgd"], worst_case=True), r"--worst_case .* \{'segmentation': \['embed'\], 'depth': \['embed'\]\}"),
     (dict(attacks=["pgd"], tasks=["classification"], worst_case=True), r"fewer than two"),
@@ -192,3 +202,21 @@ def test_tables_and_space__show_apgd_and_worst_rows(tmp_path):
     headers, rows = leaderboard(records)
     assert rows[0][headers.index("attack")] == "worst" and rows[0][headers.index("attacked (worst)")] == 0.1
     assert plot_robustness_curves(records, tmp_path / "curves.png").is_file()
+
+
+def test_build_attack__square_apgd_t_and_sea_losses_get_the_dataset_settings():
+    from hf_ssl_robust.attack_suites import build_attack
+    from hf_ssl_robust.data import get_dataset_spec
+    from hf_ssl_robust.tasks import get_task
+
+    seg, dep = get_dataset_spec("shapes", task="segmentation"), get_dataset_spec("shapes", task="depth")
+    sq = build_attack("square", get_task("segmentation"), seg, eps=4 / 255, steps=20, seed=0, square_queries=500)
+    assert (sq.name, sq.loss, sq.steps, sq.ignore_index, sq.eps) == ("square", "pixel_margin", 500, seg.ignore_index, 4 / 255)
+    sq = build_attack("square", get_task("depth"), dep, steps=20)
+    assert (sq.loss, sq.steps, sq.max_depth) == ("depth", 20, float(dep.max_depth))
+    assert build_attack("square:js", get_task("segmentation"), seg).loss == "js"
+    cls = get_dataset_spec("shapes", task="classification")  # 6 classes: 5 runner-ups to target
+    t = build_attack("apgd_t", get_task("classification"), cls, steps=3)
+    assert (t.name, t.target_classes, t.track_best) == ("apgd_t", cls.num_classes - 1, True)
+    sph = build_attack("apgd:masked_spherical", get_task("segmentation"), seg, progressive=True)
+    assert (sph.loss, sph.progressive, sph.ignore_index) == ("masked_spherical", True, seg.ignore_index)

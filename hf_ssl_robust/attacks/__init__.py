@@ -15,12 +15,17 @@ from .base import ATTACKS, Attack, AttackResult, image_seeds, make_attack, mix_s
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
+from .apgd import APGD  # noqa: E402
+from .apgd_targeted import APGDT  # noqa: E402
 from .depth_pgd import DepthPGD  # noqa: E402
 from .embed import EmbedAttack  # noqa: E402
 from .pgd import PGD  # noqa: E402
 from .segpgd import SegPGD  # noqa: E402
+from .square import Square  # noqa: E402
 
 __all__ = [
+    "APGD",
+    "APGDT",
     "ATTACKS",
     "Attack",
     "AttackResult",
@@ -28,6 +33,7 @@ __all__ = [
     "EmbedAttack",
     "PGD",
     "SegPGD",
+    "Square",
     "image_seeds",
     "make_attack",
     "mix_seed",

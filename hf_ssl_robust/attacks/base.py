@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import zlib
 from dataclasses import dataclass
@@ -202,6 +203,14 @@ def projected_gradient_ascent(attack: Attack, model: Any, pixels: Tensor, target
     if attack.eps == 0:
         return AttackResult(pixels=x, losses=x.new_zeros(0))
 
+    with frozen(model), torch.enable_grad():
+        return _ascend(attack, model, x, target)
+
+
+@contextlib.contextmanager
+def frozen(model: Any):
+    """Model in eval mode with `requires_grad=False` on every parameter for the duration; every module's
+    train/eval flag and every parameter's `requires_grad` are restored afterwards (`.grad` is never touched)."""
     is_module = isinstance(model, nn.Module)
     modes = [(m, m.training) for m in model.modules()] if is_module else []  # models may mix modes
     flags = [(p, p.requires_grad) for p in model.parameters()] if is_module else []
@@ -210,8 +219,7 @@ def projected_gradient_ascent(attack: Attack, model: Any, pixels: Tensor, target
             m.training = False
         for p, _ in flags:
             p.requires_grad_(False)  # no parameter gradient is ever computed
-        with torch.enable_grad():
-            return _ascend(attack, model, x, target)
+        yield model
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)

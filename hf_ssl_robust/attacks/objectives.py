@@ -8,6 +8,9 @@ Classification (outputs: logits `[B, K]`, target: labels `[B]`):
     * `dlr`: AutoAttack's difference-of-logits ratio (Croce & Hein 2020,
       https://arxiv.org/abs/2003.01690, Eq. 5): `−(z_y − max_{i≠y} z_i) / (z_π1 − z_π3 + 1e-12)`,
       π sorting the logits in decreasing order; invariant to shifting and scaling the logits.
+    * `margin`: `max_{i≠y} z_i − z_y` on the logits (Carlini & Wagner's loss; Square Attack's
+      objective, Andriushchenko et al. 2020). Positive iff misclassified; it keeps a signal where
+      the softmax saturates (CE and its gradient are then exactly 0).
 
 Segmentation (outputs: logits `[B, C, H, W]`, target: masks `[B, H, W]`; pixels equal to
 `ignore_index` count nowhere). Following SEA (Croce et al. 2024, https://arxiv.org/abs/2306.12941):
@@ -20,7 +23,15 @@ Segmentation (outputs: logits `[B, C, H, W]`, target: masks `[B, H, W]`; pixels 
     * `js`: Jensen–Shannon divergence between the softmax and the one-hot label, averaged over
       labelled pixels. It saturates (at log 2) on confidently wrong pixels, so the gradient moves
       to the pixels that are still right.
+    * `masked_spherical`: SEA's fourth loss: on the pixels still classified correctly (mask
+      detached), minus the correct-class logit of the logits projected onto the unit sphere,
+      `−z_y / ‖z‖₂`, divided by the number of labelled pixels. Invariant to scaling the logits, so
+      it does not saturate where the softmax does.
     * `segpgd`: the SegPGD objective (Eq. 1 of the benchmark paper) with its λ schedule.
+    * `pixel_margin`: the classification `margin` per pixel, capped at 0 (`min(max_{i≠y} z_i − z_y, 0)`),
+      averaged over labelled pixels: pushes correct pixels towards the boundary and counts a flipped
+      pixel fully, but never rewards pushing an already wrong pixel further. What Square Attack
+      accepts its updates on for segmentation (scale-invariant ranking: no softmax to saturate).
 
 Depth (outputs: depth `[B, H, W]` metres, target: depth `[B, H, W]`, 0 or > max_depth invalid):
     * `depth`: the depth training loss (what DepthPGD ascends).
@@ -116,6 +127,11 @@ def dlr(logits: Tensor, labels: Tensor, step: int, attack) -> Tensor:
     return (_other_max(logits, labels) - z_y) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
+@_register("classification", "margin")
+def margin(logits: Tensor, labels: Tensor, step: int, attack) -> Tensor:
+    return _other_max(logits, labels) - logits.gather(1, labels[:, None])[:, 0]
+
+
 def _other_max(logits: Tensor, labels: Tensor) -> Tensor:
     """`max_{i≠y} z_i` per sample."""
     return logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
@@ -164,6 +180,26 @@ def js(logits: Tensor, masks: Tensor, step: int, attack) -> Tensor:
     half = torch.log1p(p_y) - log2  # log((1 + p_y)/2) = log m_y
     js_map = 0.5 * ((1 - p_y) * log2 + p_y * torch.log(p_y.clamp_min(1e-12)) - p_y * half - half)
     return _per_image_mean(js_map * valid, valid)
+
+
+@_register("segmentation", "masked_spherical")
+def masked_spherical(logits: Tensor, masks: Tensor, step: int, attack) -> Tensor:
+    valid = masks != attack.ignore_index
+    safe = torch.where(valid, masks, torch.zeros_like(masks))
+    logits = logits.float()
+    z_y = logits.gather(1, safe[:, None])[:, 0]  # [B, H, W]
+    unit_y = z_y / torch.linalg.vector_norm(logits, dim=1).clamp_min(1e-12)
+    correct = (logits.detach().argmax(1) == masks) & valid
+    return _per_image_mean(-unit_y * correct, valid)
+
+
+@_register("segmentation", "pixel_margin")
+def pixel_margin(logits: Tensor, masks: Tensor, step: int, attack) -> Tensor:
+    valid = masks != attack.ignore_index
+    safe = torch.where(valid, masks, torch.zeros_like(masks))
+    z_y = logits.gather(1, safe[:, None])[:, 0]
+    other = logits.scatter(1, safe[:, None], float("-inf")).amax(1)
+    return _per_image_mean((other - z_y).clamp(max=0) * valid, valid)
 
 
 @_register("segmentation", "segpgd")
