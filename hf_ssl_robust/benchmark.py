@@ -56,6 +56,7 @@ class BenchmarkConfig:
     attacks: list[str] = field(default_factory=lambda: ["embed", "pgd", "segpgd", "depth_pgd"], metadata={"help": "Each applies to the tasks it fits; embed and apgd (each task's default loss) to all; apgd:LOSS to LOSS's task; `strong` = paper attack + embed + APGD with every loss, and --worst_case."})
     eps: list[str] = field(default_factory=lambda: ["8/255"], metadata={"help": "Radii in pixel units, e.g. 2/255 8/255 (L-inf: in [0, 1]; L2 radii may exceed 1)."})
     steps: int = field(default=20, metadata={"help": "Attack steps (paper: 20)."})
+    square_queries: int = field(default=1000, metadata={"help": "Query budget of the gradient-free Square attack (`--attacks square`; one forward per query, no backward)."})
     step_size: str = field(default="auto", metadata={"help": "Step size; auto = eps/4 (2/255 at the paper's 8/255)."})
     norm: str = field(default="linf", metadata={"help": "linf | l2"})
     track_best: bool = field(default=False, metadata={"help": "Keep each image's most damaging iterate (APGD always does)."})
@@ -139,7 +140,8 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
     ident = ident or encoder_identity(encoder)
     return dict(encoder=encoder, encoder_fingerprint=ident.fingerprint, version=__version__,
                 task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
-                norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks)),
+                norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks, get_dataset_spec(dataset, task=task))),
+                square_queries=cfg.square_queries,
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
                 num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
                 data_dir=cfg.data_dirs.get(dataset), mixed_precision=cfg.mixed_precision or "no",
@@ -310,8 +312,8 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
     eps = key["eps"]
     attacks = {
         name: build_attack(name, task, spec, eps=eps, step_size=cfg.attack_step_size(eps), steps=cfg.steps, norm=cfg.norm,
-                           track_best=cfg.track_best, seed=cfg.seed, progressive=cfg.progressive)
-        for name in get_task(key["task"]).attacks(cfg.attacks)  # the order asked for (the key's list is sorted)
+                           track_best=cfg.track_best, seed=cfg.seed, progressive=cfg.progressive, square_queries=cfg.square_queries)
+        for name in get_task(key["task"]).attacks(cfg.attacks, spec)  # the order asked for (the key's list is sorted)
     }
     image_size = resolve_input_size(encoder_family(model.encoder.config), spec, cfg.image_size).size
     times = {}

@@ -68,7 +68,7 @@ def plan_benchmark(cfg) -> list[dict]:
             windows = 1
             if inp.window:
                 windows = len(window_positions(h, inp.window, inp.stride)) * len(window_positions(w, inp.window, inp.stride))
-            attacks = task.attacks(cfg.attacks)
+            attacks = task.attacks(cfg.attacks, spec)
             n_eps = len(cfg.eps_values)
             train = eval_ = attack = None
             if n_train is not None and n_eval is not None:
