@@ -41,7 +41,9 @@ def expand_attacks(requested: list[str]) -> list[str]:
 def _check(spec: str) -> None:
     base, colon, loss = spec.partition(":")
     if base not in ATTACKS:
-        raise ValueError(f"Unknown attack {spec!r}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}.")
+        from .suggestions import did_you_mean
+
+        raise ValueError(f"Unknown attack {spec!r}{did_you_mean(spec, [*ATTACKS, *SUITES])}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}.")
     if colon and base != "apgd":
         raise ValueError(f"Only apgd takes a loss (apgd:LOSS), got {spec!r}.")
     if colon:

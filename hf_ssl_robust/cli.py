@@ -5,6 +5,11 @@
     hf-ssl-robust deacl --encoder ./enc --dataset shapes --max_steps 200
     hf-ssl-robust push FOLDER REPO_ID [--results results.json] [--dry_run]
     hf-ssl-robust info
+    hf-ssl-robust --version
+
+`hf-ssl-robust COMMAND --help` lists a command's options. Bad input gets one line on stderr and exit
+code 2 (set HF_SSL_ROBUST_TRACEBACK=1 for the full traceback). torch and transformers are imported only
+once a command runs, so this help and `--version` answer at once.
 """
 
 from __future__ import annotations
@@ -41,8 +46,25 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         out = Path(cfg.output_dir)
         print(markdown_tables(records))
+        reuse = cells_reuse_line(out / "run_info.json")
+        if reuse:
+            print(reuse)
         print(f"Wrote {out / 'results.json'}, results.csv, results.md, robustness_curves.png and example figures to {out}/")
     return 0
+
+
+def cells_reuse_line(run_info: Path) -> str | None:
+    """"N cell(s) reused from an earlier run, M computed" from `run_info.json` (None if it does not say)."""
+    import json
+
+    try:
+        info = json.loads(run_info.read_text())
+    except (OSError, ValueError):
+        return None
+    if "cells_reused" not in info or "cells_computed" not in info:
+        return None
+    return (f"{info['cells_reused']} cell(s) reused from {run_info.parent / 'cells'}, {info['cells_computed']} computed"
+            + (" (nothing new: every cell was already done)" if not info["cells_computed"] else ""))
 
 
 def train_head_main(argv: list[str] | None = None) -> int:
@@ -51,7 +73,7 @@ def train_head_main(argv: list[str] | None = None) -> int:
 
     cfg = parse_config(TrainHeadConfig, argv, "hf-ssl-robust train-head")
     if not cfg.encoder:
-        raise SystemExit("train-head needs --encoder (a preset, Hub id, bundled name or local folder).")
+        raise ValueError("train-head needs --encoder (a preset, Hub id, bundled name or local folder; see `hf-ssl-robust info`).")
     if cfg.output_dir is None:
         cfg.output_dir = f"outputs/heads/{display_name(cfg.encoder)}-{cfg.dataset}-{cfg.task}"
     _, info = train_head(cfg)
@@ -202,15 +224,27 @@ def _merge_repeated(argv: list[str], list_flags: set[str]) -> list[str]:
     return result
 
 
+def version() -> str:
+    from . import __version__
+
+    return f"hf-ssl-robust {__version__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(version())
+        return 0
     command, rest = argv[0], argv[1:]
     handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "info": info_main}
     if command not in handlers:
-        print(f"Unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
+        from .suggestions import did_you_mean
+
+        print(f"hf-ssl-robust: error: unknown command {command!r}{did_you_mean(command, COMMANDS)}; "
+              f"available: {', '.join(COMMANDS)} (see `hf-ssl-robust --help`).", file=sys.stderr)
         return 2
     try:
         return handlers[command](rest)
@@ -219,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hf-ssl-robust {command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def run_script(command: str) -> None:
+    """Entry of `scripts/<command>.py` (e.g. under `accelerate launch`): the same errors and exit codes as the CLI."""
+    sys.exit(main([command, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -401,7 +401,7 @@ def render_head_card(
         image_size=info.get("image_size") or config.get("image_size"),
         hp_rows=[(k, str(v)) for k, v in hp.items()] + [
             ("training images", str(info.get("num_train"))), ("validation images (carved from train)", str(info.get("num_val"))),
-            ("best epoch (on validation)", str(info.get("best_epoch"))), ("features cached", str(info.get("feature_cache"))),
+            ("best epoch (on validation)", _best_epoch(info, hp)), ("features cached", str(info.get("feature_cache"))),
         ],
         lr_searched=", ".join(f"{a['lr']:g}" + (" (diverged)" if a.get("diverged") else "") for a in info.get("lr_search", []))
         if len(info.get("lr_search", [])) > 1 else None,
@@ -409,6 +409,14 @@ def render_head_card(
         num_eval=info["metrics"].get("num_samples"), synthetic=_dataset_info(dataset)["synthetic"],
         tables=markdown_tables(extra).strip() if extra else None,
     )  # fmt: skip
+
+
+def _best_epoch(info: dict, hp: dict) -> str:
+    """1-based, as `hf-ssl-robust train-head` prints it (`train_metrics.json` keeps the 0-based index)."""
+    best = info.get("best_epoch")
+    if best is None:
+        return "None"
+    return f"{int(best) + 1} of {hp['epochs']}" if hp.get("epochs") else str(int(best) + 1)
 
 
 def _fmt_value(v: Any) -> str:

@@ -34,7 +34,9 @@ _HERE = Path(__file__).resolve().parent
 def metric_path(name: str) -> str:
     """Absolute path of the folder holding the `evaluate` script for ``name``."""
     if name not in METRICS:
-        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(METRICS)}.")
+        from ..suggestions import did_you_mean
+
+        raise ValueError(f"Unknown metric {name!r}{did_you_mean(name, METRICS)}; available: {', '.join(METRICS)}.")
     return str(_HERE / name)
 
 
