@@ -9,7 +9,6 @@ imported, in either order, exactly as an eager `from . import heads` did.
 from __future__ import annotations
 
 import importlib
-import sys
 from importlib import metadata
 
 from ._registration import register_heads_with_transformers
@@ -55,4 +54,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-register_heads_with_transformers(sys.modules[__name__])
+register_heads_with_transformers()

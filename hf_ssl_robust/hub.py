@@ -58,6 +58,9 @@ FAMILIES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers"
 IGNORE_PATTERNS = ["checkpoints/**", "*.tmp", "log.jsonl", "*.log", "logs/**", "runs/**", "wandb/**", "__pycache__/**"]
 LOGIN_HINT = "Log in with `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set the HF_TOKEN environment variable."
 DEFAULT_LICENSE = "apache-2.0"
+# Where the code lives (pyproject.toml's [project.urls] Repository; a test keeps the two equal). Placeholder
+# until the project's public repository exists.
+SOURCE_URL = "https://github.com/hf-ssl-robust/hf_ssl_robust"
 
 
 class HubPushError(OSError):
@@ -261,6 +264,7 @@ def render_encoder_card(
     base_model: str | None = None,
     training: dict | Any | None = None,
     license: str = DEFAULT_LICENSE,
+    bundled_name: str | None = None,
 ):
     """Model card of a (robust) encoder.
 
@@ -275,6 +279,8 @@ def render_encoder_card(
         training: how it was trained, overriding `deacl_config.json`: a DeACL config, or a dict
             `{setting: value}` shown as is (for encoders not made by DeACL).
         license: SPDX id for the metadata.
+        bundled_name: the encoder ships inside the package under this name: the card says so and shows how
+            to load that copy today (`repo_id` is then the id it will have once published).
 
     Returns:
         A `huggingface_hub.ModelCard`; `card.save(path)` writes it, `card.data.to_dict()` is its YAML.
@@ -321,6 +327,7 @@ def render_encoder_card(
         train_eps=format_eps(eps) if eps is not None else None, synthetic=synthetic,
         tables=markdown_tables(table_records).strip() if table_records else None,
         eval_note=_eval_note(all_records), encoders_in_tables=sorted({display_name(r["encoder"]) for r in table_records}),
+        bundled_name=bundled_name, source_url=SOURCE_URL,
     )  # fmt: skip
 
 
