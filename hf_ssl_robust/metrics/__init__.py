@@ -69,7 +69,7 @@ def evaluator(task: str = "image-classification"):
     Example:
         >>> task_evaluator = evaluator("image-classification")
         >>> task_evaluator.compute(model_or_pipeline=pipeline("image-classification", model=head_dir), data=ds,
-        ...                        metric=load_metric("accuracy"), label_mapping=head.config.label2id)
+        ...                        metric=load_metric("accuracy"), label_mapping={n: i for i, n in head.config.id2label.items()})
     """
     import evaluate
     import transformers
