@@ -187,6 +187,7 @@ def test_render_head_card__from_train_head_folder(head_dir, tmp_path):
     assert "{{" not in text and "AutoModelForImageClassification.from_pretrained(\"someone/tiny-head\")" in text
     assert "import hf_ssl_robust" in text and "| lr | 0.5 |" in text and "| optimizer | adam |" in text
     assert str(info["encoder"]) in text and "ShapesWorld" in text
+    assert info["best_epoch"] == 0 and "| best epoch (on validation) | 1 of 1 |" in text  # 1-based, as train-head prints it
 
 
 def test_render_head_card__needs_train_metrics(encoder_dir):
