@@ -129,7 +129,7 @@ def push_main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="An encoder (config.json + model.safetensors) or head folder (with train_metrics.json).")
     parser.add_argument("repo_id", help="Hub repository, e.g. me/dino-vitb16-deacl.")
     parser.add_argument("--results", default=None, help="results.json of a benchmark to put in the card.")
-    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
     parser.add_argument("--keep_card", action="store_true", help="Keep an existing README.md instead of rendering one.")
     parser.add_argument("--dry_run", action="store_true", help="Only write README.md next to the weights.")
     args = parser.parse_args(argv)
