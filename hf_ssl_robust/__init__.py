@@ -2,8 +2,9 @@
 
 The public names load on first use (PEP 562), so that `hf-ssl-robust --help`, `--version` and the
 command line's input checks answer without importing torch. The head classes register with
-`transformers`' Auto classes and pipelines as soon as both this package and `transformers` are
-imported, in either order, exactly as an eager `from . import heads` did.
+`transformers`' Auto classes and pipelines as soon as both this package and transformers' Auto
+classes are imported, in either order, so `import hf_ssl_robust` still makes `pipeline(...)` and
+`AutoModelFor*.from_pretrained` take our heads (see `_registration.py`).
 """
 
 from __future__ import annotations

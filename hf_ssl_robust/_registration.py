@@ -3,11 +3,13 @@
 `import hf_ssl_robust` followed by `pipeline(..., model=head_folder)` or `AutoModelFor*.from_pretrained`
 must work (the heads' model types are ours). Registering needs torch and transformers, which cost
 seconds to import; the command line's `--help` and input checks need neither. So registration runs
-as soon as both packages are imported, in either order:
+as soon as this package and transformers' Auto machinery (`transformers.models.auto.configuration_auto`,
+which `AutoConfig`, `AutoModelFor*` and `pipeline` all import, and which imports torch anyway) are both
+imported, in either order; `from transformers import HfArgumentParser` alone does not trigger it:
 
-* right after `transformers` finishes importing (a one-shot import hook wraps its loader), unless one
-  of our own modules is the one importing it (registering then would re-enter that half-initialised
-  module), in which case
+* right after that module finishes importing (an import hook wraps its loader), unless one of our own
+  modules is the one importing it (registering then would re-enter that half-initialised module), in
+  which case
 * right after the outermost of our submodules finishes importing (a hook on `hf_ssl_robust.*`).
 """
 
@@ -18,7 +20,7 @@ import importlib.abc
 import sys
 
 _PACKAGE = "hf_ssl_robust"
-_TARGET = "transformers"
+_TARGET = "transformers.models.auto.configuration_auto"
 _state = {"registered": False, "busy": False}
 
 
@@ -59,7 +61,7 @@ def _wrap(spec, after) -> None:
 
 
 class _RegistrationHook(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loaders of `transformers` and of our submodules (see the module doc)."""
+    """Finds nothing itself: wraps the loaders of `_TARGET` and of our submodules (see the module doc)."""
 
     def find_spec(self, fullname, path=None, target=None):
         if _state["registered"]:

@@ -145,9 +145,9 @@ def test_deacl_options__choices_and_help_on_every_option():
 
 def test_package__heads_register_in_either_import_order():
     """`import hf_ssl_robust` stays cheap, and AutoConfig knows the heads once transformers is imported too."""
-    check = ("from transformers import CONFIG_MAPPING; "
+    check = ("from transformers import AutoConfig; from transformers.models.auto.configuration_auto import CONFIG_MAPPING; "
              "print('REGISTERED', all(t in CONFIG_MAPPING for t in ('ssl_linear_classifier', 'ssl_linear_segmenter', 'ssl_linear_depth')))")  # fmt: skip
-    for first in ("import hf_ssl_robust, sys; print('TORCH', 'torch' in sys.modules); import transformers",
+    for first in ("import hf_ssl_robust, sys; from transformers import HfArgumentParser; print('TORCH', 'torch' in sys.modules)",
                   "import transformers, hf_ssl_robust",
                   "import hf_ssl_robust.encoders"):  # our own module imports transformers: registered once it is done
         out = _python(f"{first}; {check}")
