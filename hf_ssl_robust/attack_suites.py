@@ -54,7 +54,9 @@ def expand_attacks(requested: list[str], num_classes: int | None = None) -> list
 def _check(spec: str) -> None:
     base, colon, loss = spec.partition(":")
     if base not in ATTACKS:
-        raise ValueError(f"Unknown attack {spec!r}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}.")
+        from .suggestions import did_you_mean
+
+        raise ValueError(f"Unknown attack {spec!r}{did_you_mean(spec, [*ATTACKS, *SUITES])}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}.")
     if colon and base not in LOSS_ATTACKS:
         raise ValueError(f"Only {' and '.join(LOSS_ATTACKS)} take a loss (apgd:LOSS, square:LOSS), got {spec!r}.")
     if colon:

@@ -9,6 +9,11 @@
     hf-ssl-robust plan ENCODER [--attacks paper|strong] [--gpu h100] [--num_processes N] [--mixed_precision bf16] [--deacl]
     hf-ssl-robust plan --calibrate OUT.json      (time real passes on this device, per family and precision)
     hf-ssl-robust info
+    hf-ssl-robust --version
+
+`hf-ssl-robust COMMAND --help` lists a command's options. Bad input gets one line on stderr and exit
+code 2 (set HF_SSL_ROBUST_TRACEBACK=1 for the full traceback). torch and transformers are imported only
+once a command runs, so this help and `--version` answer at once.
 """
 
 from __future__ import annotations
@@ -50,8 +55,25 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         out = Path(cfg.output_dir)
         print(markdown_tables(records))
+        reuse = cells_reuse_line(out / "run_info.json")
+        if reuse:
+            print(reuse)
         print(f"Wrote {out / 'results.json'}, results.csv, results.md, robustness_curves.png and example figures to {out}/")
     return 0
+
+
+def cells_reuse_line(run_info: Path) -> str | None:
+    """"N cell(s) reused from an earlier run, M computed" from `run_info.json` (None if it does not say)."""
+    import json
+
+    try:
+        info = json.loads(run_info.read_text())
+    except (OSError, ValueError):
+        return None
+    if "cells_reused" not in info or "cells_computed" not in info:
+        return None
+    return (f"{info['cells_reused']} cell(s) reused from {run_info.parent / 'cells'}, {info['cells_computed']} computed"
+            + (" (nothing new: every cell was already done)" if not info["cells_computed"] else ""))
 
 
 def train_head_main(argv: list[str] | None = None) -> int:
@@ -60,7 +82,7 @@ def train_head_main(argv: list[str] | None = None) -> int:
 
     cfg = parse_config(TrainHeadConfig, argv, "hf-ssl-robust train-head")
     if not cfg.encoder:
-        raise SystemExit("train-head needs --encoder (a preset, Hub id, bundled name or local folder).")
+        raise ValueError("train-head needs --encoder (a preset, Hub id, bundled name or local folder; see `hf-ssl-robust info`).")
     if cfg.output_dir is None:
         cfg.output_dir = f"outputs/heads/{display_name(cfg.encoder)}-{cfg.dataset}-{cfg.task}"
     _, info = train_head(cfg)
@@ -117,7 +139,7 @@ def push_main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="An encoder (config.json + model.safetensors) or head folder (with train_metrics.json).")
     parser.add_argument("repo_id", help="Hub repository, e.g. me/dino-vitb16-deacl.")
     parser.add_argument("--results", default=None, help="results.json of a benchmark to put in the card.")
-    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
     parser.add_argument("--results_dataset", default=None, help="Hub dataset of these results (`results push`), linked from the card.")
     parser.add_argument("--keep_card", action="store_true", help="Keep an existing README.md instead of rendering one.")
     parser.add_argument("--dry_run", action="store_true", help="Only write README.md next to the weights.")
@@ -333,11 +355,20 @@ def _merge_repeated(argv: list[str], list_flags: set[str]) -> list[str]:
     return result
 
 
+def version() -> str:
+    from . import __version__
+
+    return f"hf-ssl-robust {__version__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(version())
+        return 0
     command, rest = argv[0], argv[1:]
     if os.environ.get("HF_SSL_ROBUST_LOG_LEVEL"):  # e.g. INFO: show the library's progress lines (heads loaded, batch size...)
         import logging
@@ -346,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "results": results_main,
                 "leaderboard": leaderboard_main, "plan": plan_main, "info": info_main}
     if command not in handlers:
-        print(f"Unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
+        from .suggestions import did_you_mean
+
+        print(f"hf-ssl-robust: error: unknown command {command!r}{did_you_mean(command, COMMANDS)}; "
+              f"available: {', '.join(COMMANDS)} (see `hf-ssl-robust --help`).", file=sys.stderr)
         return 2
     try:
         return handlers[command](rest)
@@ -355,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hf-ssl-robust {command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def run_script(command: str) -> None:
+    """Entry of `scripts/<command>.py` (e.g. under `accelerate launch`): the same errors and exit codes as the CLI."""
+    sys.exit(main([command, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -482,11 +482,14 @@ def _not_found_error(name: str, resolved: str, err: Exception) -> EncoderNotFoun
             tried.append("downloading it (skipped: HF_HUB_OFFLINE=1)")
         else:
             tried.append("downloading it (the Hub is unreachable from here)" if offline else "downloading it from the Hub")
+    from .suggestions import did_you_mean
+
+    hint = "" if "/" in name or Path(name).exists() else did_you_mean(name, [*PRESETS, *bundled_encoders()])
     return EncoderNotFoundError(
-        f"Could not load encoder {name!r}. Tried: {'; '.join(tried)}.\n"
+        f"Could not load encoder {name!r}{hint}. Tried: {'; '.join(tried)}.\n"
         f"Cause: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
         "Fix: pass a folder written by `save_pretrained` (config.json + model.safetensors), one of the "
         f"presets {sorted(PRESETS)} or bundled encoders {sorted(bundled_encoders())}, or download the "
-        f"model once with network access (`huggingface-cli download {resolved}`) so that it is in the "
-        "cache; with no network, set HF_HUB_OFFLINE=1 to fail fast."
+        f"model once with network access (`hf download {resolved}`) so that it is in the cache"
+        + ("." if hub_offline() else "; with no network, set HF_HUB_OFFLINE=1 to fail fast.")
     )

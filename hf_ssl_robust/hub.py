@@ -63,6 +63,9 @@ FAMILIES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers"
 IGNORE_PATTERNS = ["checkpoints/**", "*.tmp", "log.jsonl", "*.log", "logs/**", "runs/**", "wandb/**", "__pycache__/**"]
 LOGIN_HINT = "Log in with `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set the HF_TOKEN environment variable."
 DEFAULT_LICENSE = "apache-2.0"
+# Where the code lives (pyproject.toml's [project.urls] Repository; a test keeps the two equal). Placeholder
+# until the project's public repository exists.
+SOURCE_URL = "https://github.com/hf-ssl-robust/hf_ssl_robust"
 
 
 class HubPushError(OSError):
@@ -267,6 +270,7 @@ def render_encoder_card(
     training: dict | Any | None = None,
     license: str = DEFAULT_LICENSE,
     results_dataset: str | None = None,
+    bundled_name: str | None = None,
 ):
     """Model card of a (robust) encoder.
 
@@ -283,6 +287,8 @@ def render_encoder_card(
         license: SPDX id for the metadata.
         results_dataset: the Hub dataset (`hf-ssl-robust results push`) holding these results with
             their provenance; the card links it.
+        bundled_name: the encoder ships inside the package under this name: the card says so and shows how
+            to load that copy today (`repo_id` is then the id it will have once published).
 
     Returns:
         A `huggingface_hub.ModelCard`; `card.save(path)` writes it, `card.data.to_dict()` is its YAML.
@@ -330,7 +336,7 @@ def render_encoder_card(
         train_eps=format_eps(eps) if eps is not None else None, synthetic=synthetic,
         tables=markdown_tables(table_records).strip() if table_records else None,
         eval_note=_eval_note(all_records), encoders_in_tables=sorted({display_name(r["encoder"]) for r in table_records}),
-        results_dataset=results_dataset, install_line=INSTALL_LINE, source_url=SOURCE_URL,
+        results_dataset=results_dataset, install_line=INSTALL_LINE, bundled_name=bundled_name, source_url=SOURCE_URL,
     )  # fmt: skip
 
 
@@ -419,7 +425,7 @@ def render_head_card(
         image_size=info.get("image_size") or config.get("image_size"),
         hp_rows=[(k, str(v)) for k, v in hp.items()] + [
             ("training images", str(info.get("num_train"))), ("validation images (carved from train)", str(info.get("num_val"))),
-            ("best epoch (on validation)", str(info.get("best_epoch"))), ("features cached", str(info.get("feature_cache"))),
+            ("best epoch (on validation)", _best_epoch(info, hp)), ("features cached", str(info.get("feature_cache"))),
         ],
         lr_searched=", ".join(f"{a['lr']:g}" + (" (diverged)" if a.get("diverged") else "") for a in info.get("lr_search", []))
         if len(info.get("lr_search", [])) > 1 else None,
@@ -429,6 +435,14 @@ def render_head_card(
         encoder_reference=config.get("encoder_reference"), remote_file=REMOTE_FILE, install_line=INSTALL_LINE,
         source_url=SOURCE_URL,
     )  # fmt: skip
+
+
+def _best_epoch(info: dict, hp: dict) -> str:
+    """1-based, as `hf-ssl-robust train-head` prints it (`train_metrics.json` keeps the 0-based index)."""
+    best = info.get("best_epoch")
+    if best is None:
+        return "None"
+    return f"{int(best) + 1} of {hp['epochs']}" if hp.get("epochs") else str(int(best) + 1)
 
 
 def _fmt_value(v: Any) -> str:

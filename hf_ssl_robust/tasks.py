@@ -104,5 +104,7 @@ TASKS: dict[str, Task] = {
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"Unknown task {name!r}; available: {sorted(TASKS)}")
+        from .suggestions import did_you_mean
+
+        raise ValueError(f"Unknown task {name!r}{did_you_mean(name, TASKS)}; available: {sorted(TASKS)}")
     return TASKS[name]

@@ -23,6 +23,7 @@ from .data.loading import datasets_offline
 from .families import token_stride
 from .results import parse_eps
 from .sizes import encoder_family
+from .suggestions import did_you_mean
 from .tasks import TASKS
 
 __all__ = ["EncoderInfo", "benchmark_problems", "cells", "describe_encoder", "parse_data_dirs", "raise_problems"]
@@ -93,6 +94,7 @@ def describe_encoder(name: str) -> EncoderInfo:
                 f"encoder {name!r}: no folder {resolved!r}, and its config is not in the Hub cache"
                 f"{' (offline)' if hub_offline() else ''}: {str(err).splitlines()[0]}. Pass a folder written by "
                 f"save_pretrained, a preset ({', '.join(sorted(_presets()))}) or download it once."
+                + _encoder_hint(name)
             ) from None
     model_type = config.get("model_type", "")
     family = encoder_family(config)  # None: a family with no row in the sizes table (its own sizes)
@@ -100,6 +102,16 @@ def describe_encoder(name: str) -> EncoderInfo:
     config = config.get("vision_config") or config  # a full image-text checkpoint (CLIP, SigLIP): its vision tower
     hidden = config.get("hidden_size") or (config.get("hidden_sizes") or [None])[-1]
     return EncoderInfo(name, resolved, model_type, family, patch, hidden, source)
+
+
+def _encoder_hint(name: str) -> str:
+    """' Did you mean ...?' for a mistyped preset or bundled name (not for Hub ids or paths)."""
+    from .encoders import bundled_encoders
+
+    if "/" in name or Path(name).exists():
+        return ""
+    hint = did_you_mean(name, [*_presets(), *bundled_encoders()])
+    return f" Did you mean {hint[len(' (did you mean '):-1]}" if hint else ""
 
 
 def _presets():
@@ -205,15 +217,16 @@ def benchmark_problems(cfg, *, encoders: bool = True) -> list[str]:
     problems = []
     for t in cfg.tasks:
         if t not in TASKS:
-            problems.append(f"Unknown task {t!r}; tasks are {sorted(TASKS)}")
+            problems.append(f"Unknown task {t!r}{did_you_mean(t, TASKS)}; tasks are {sorted(TASKS)}")
     for d in cfg.datasets:
         if d not in DATASETS:
-            problems.append(f"Unknown dataset {d!r}; available: {sorted(DATASETS)}")
+            problems.append(f"Unknown dataset {d!r}{did_you_mean(d, DATASETS)}; available: {sorted(DATASETS)}")
     from .attack_suites import SUITES, check_plan
 
     unknown = [a for a in cfg.attacks if a.partition(":")[0] not in ATTACKS and a not in SUITES]
     if unknown:
-        problems.append(f"Unknown attack(s) {unknown}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}")
+        hints = "".join(did_you_mean(a, [*ATTACKS, *SUITES]) for a in unknown)
+        problems.append(f"Unknown attack(s) {unknown}{hints}; available: {sorted(ATTACKS)}, apgd:LOSS and the suites {sorted(SUITES)}")
     else:
         try:  # losses (apgd:LOSS) unknown or of no task run, --worst_case with fewer than two attacks
             check_plan(cfg.attacks, [t for t in cfg.tasks if t in TASKS], getattr(cfg, "worst_case", False) or any(a in SUITES for a in cfg.attacks),
@@ -221,7 +234,7 @@ def benchmark_problems(cfg, *, encoders: bool = True) -> list[str]:
         except ValueError as err:
             problems.append(str(err))
     if cfg.norm not in NORMS:
-        problems.append(f"Unknown norm {cfg.norm!r}; norms are {list(NORMS)} (--norm linf | l2)")
+        problems.append(f"Unknown norm {cfg.norm!r}{did_you_mean(cfg.norm, NORMS)}; norms are {list(NORMS)} (--norm linf | l2)")
     norm = cfg.norm if cfg.norm in NORMS else "linf"
     for name, values in (("eps", cfg.eps), ("step_size", [] if cfg.step_size == "auto" else [cfg.step_size])):
         for value in values:

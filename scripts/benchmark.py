@@ -3,9 +3,7 @@
 The same as `hf-ssl-robust benchmark`, on one process or many (see `--help`).
 """
 
-import sys
-
-from hf_ssl_robust.cli import benchmark_main
+from hf_ssl_robust.cli import run_script
 
 if __name__ == "__main__":
-    sys.exit(benchmark_main(sys.argv[1:]))
+    run_script("benchmark")  # one-line errors and exit code 2, as `hf-ssl-robust benchmark`

@@ -65,7 +65,7 @@ def main(argv=None) -> Path:
         else:
             recipe = "DINO self-distillation" + (" + iBOT masked-patch loss" if made.get("ibot_weight", 0) > 0 else "")
         training = {"recipe": f"{recipe} (scripts/pretrain_tiny.py)", **made}
-    card = render_encoder_card(dest, args.results, repo_id=f"hf-ssl-robust/{args.name}", training=training)
+    card = render_encoder_card(dest, args.results, repo_id=f"hf-ssl-robust/{args.name}", training=training, bundled_name=args.name)
     if args.limitation:  # a known weakness of this particular encoder, said up front
         card.text = card.text.replace("## Limitations\n\n", "## Limitations\n\n" + "".join(f"- {t}\n" for t in args.limitation), 1)
     card.save(dest / "README.md")

@@ -9,11 +9,9 @@ JSON) sets defaults that flags override. CPU, 2 processes: ACCELERATE_USE_CPU=1 
 --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no scripts/deacl.py ...
 """
 
-import sys
-
-from hf_ssl_robust.cli import deacl_main, parse_config  # noqa: F401  (parse_config: used by tests)
+from hf_ssl_robust.cli import deacl_main, parse_config, run_script  # noqa: F401  (parse_config: used by tests)
 
 main = deacl_main
 
 if __name__ == "__main__":
-    sys.exit(deacl_main(sys.argv[1:]))
+    run_script("deacl")  # one-line errors and exit code 2, as `hf-ssl-robust deacl`

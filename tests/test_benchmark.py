@@ -68,14 +68,17 @@ def test_run_benchmark__resumes_after_interruption(tiny_dinov2_path, tmp_path, m
 
 
 def test_cli_benchmark__eps_fraction_and_tables(tiny_dinov2_path, tmp_path, capsys):
-    code = cli_main(["benchmark", "--encoders", tiny_dinov2_path, "--tasks", "classification", "--attacks", "embed", "pgd",
-                     "--eps", "8/255", "--steps", "2", "--max_eval_samples", "8", "--num_train_samples", "32",
-                     "--head_epochs", "1", "--image_size", "32", "--output_dir", str(tmp_path)])
-    assert code == 0
+    argv = ["benchmark", "--encoders", tiny_dinov2_path, "--tasks", "classification", "--attacks", "embed", "pgd",
+            "--eps", "8/255", "--steps", "2", "--max_eval_samples", "8", "--num_train_samples", "32",
+            "--head_epochs", "1", "--image_size", "32", "--output_dir", str(tmp_path)]
+    assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert "| Dataset | Encoder | Clean | EmbedAttack | PGD |" in out
+    assert f"0 cell(s) reused from {tmp_path / 'cells'}, 1 computed" in out
     records = load_records(tmp_path / "results.json")
     assert {r["eps"] for r in records if r["attack"] != "none"} == {8 / 255}
+    assert cli_main(argv) == 0  # the same run again: said, not silent
+    assert "1 cell(s) reused" in (out := capsys.readouterr().out) and "0 computed (nothing new" in out
 
 
 @pytest.mark.parametrize("argv,match", [(["--attacks", "fgsm"], "Unknown attack"), (["--eps", "8/0"], "fraction"),

@@ -192,6 +192,7 @@ def test_render_head_card__from_train_head_folder(head_dir, tmp_path):
     assert "holds the head's weights only" in text and reference["weights_sha256"] in text and "self-contained" not in text
     assert 'pipeline("image-classification", model="someone/tiny-head", trust_remote_code=True)' in text
     assert hub.INSTALL_LINE in text and hub.SOURCE_URL in text
+    assert info["best_epoch"] == 0 and "| best epoch (on validation) | 1 of 1 |" in text  # 1-based, as train-head prints it
 
 
 def test_cards__source_url_is_the_project_repository():

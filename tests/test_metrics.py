@@ -437,3 +437,17 @@ def test_metric_card__header_parses_and_examples_run(name):
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize(
+    "predictions, match",
+    [([0.7, 1, 1, 2], r"integer class ids, got float64 values such as 0\.7"), ([[0.1, 0.9]] * 4, r"shape \[4, 2\].*argmax")],
+)
+def test_accuracy_module__refuses_scores_instead_of_truncating(predictions, match):
+    metric = load_metric("accuracy")
+    with pytest.raises(ValueError, match=match):
+        metric.compute(predictions=predictions, references=[0, 1, 2, 2])
+    with pytest.raises(ValueError, match="integer class ids"):
+        metric.add(prediction=0.5, reference=0)
+    assert metric.compute(predictions=[0.0, 1.0, 1.0, 2.0], references=[0, 1, 2, 2]) == {"accuracy": 0.75}  # whole floats lose nothing
+    assert metric.compute(predictions=torch.tensor([0, 1]), references=torch.tensor([0, 0])) == {"accuracy": 0.5}

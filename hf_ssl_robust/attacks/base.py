@@ -53,7 +53,9 @@ def register_attack(name: str):
 def make_attack(name: str, **kwargs: Any) -> Attack:
     """Build a registered attack by name, e.g. `make_attack("segpgd", eps=4 / 255, steps=10)`."""
     if name not in ATTACKS:
-        raise ValueError(f"Unknown attack {name!r}; available: {sorted(ATTACKS)}")
+        from ..suggestions import did_you_mean
+
+        raise ValueError(f"Unknown attack {name!r}{did_you_mean(name, ATTACKS)}; available: {sorted(ATTACKS)}")
     cls = ATTACKS[name]
     fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
     unknown = sorted(set(kwargs) - set(fields))

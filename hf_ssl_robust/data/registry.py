@@ -198,7 +198,9 @@ def get_dataset_spec(name: str | DatasetSpec, task: str | None = None, **overrid
     elif name in DATASETS:
         base = DATASETS[name]
     else:
-        raise ValueError(f"Unknown dataset {name!r}; available: {sorted(DATASETS)}")
+        from ..suggestions import did_you_mean
+
+        raise ValueError(f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; available: {sorted(DATASETS)}")
     unknown = sorted(set(overrides) - set(_FIELDS))
     if unknown:
         raise ValueError(f"Unknown DatasetSpec field(s) {unknown}; fields are {list(_FIELDS)}")

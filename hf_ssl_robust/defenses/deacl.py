@@ -58,15 +58,17 @@ CONFIG_NAME = "deacl_config.json"
 STATE_NAME = "trainer_state.json"
 
 
-def _help(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
+def _help(text: str, default: Any, choices: tuple | None = None) -> Any:
+    metadata = {"help": text} if choices is None else {"help": text, "choices": list(choices)}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class DeACLConfig:
-    """DeACL run; the defaults are the paper's DINO ViT-B/16 protocol (DESIGN §4)."""
+    """DeACL run; the defaults are the paper's DINO ViT-B/16 protocol (DESIGN §4), on the bundled encoder unless `encoder` is set."""
 
-    encoder: str = _help("Encoder to make robust: preset, bundled name, Hub id or local folder.", "dino-vitb16")
+    encoder: str = _help("Encoder to make robust: preset, bundled name, Hub id or local folder (default: the bundled "
+                         "standard encoder, as `hf-ssl-robust benchmark`; the paper used dino-vitb16).", "shapes-resnet-tiny")
     dataset: str = _help("Registry dataset whose images are used (labels unused).", "shapes")
     image_folder: str | None = _help("Folder of images (ImageNet-style, searched recursively); overrides dataset.", None)
     data_dir: str | None = _help("Local copy of a registry dataset (save_to_disk, parquet or imagefolder).", None)
@@ -85,12 +87,12 @@ class DeACLConfig:
     attack_steps: int = _help("Steps of the inner PGD.", 5)
     attack_step_size: str | None = _help("Inner PGD step size; default eps / 4.", None)
     gamma: float = _help("Weight γ of the robustness term.", 2.0)
-    attack_on: str = _help("Generate x_adv on the 'student' (released code) or the frozen 'teacher' (paper text).", "student")
-    objective: str = _help("'cls' (the paper) or 'dense' (also align patch tokens).", "cls")
+    attack_on: str = _help("Generate x_adv on the 'student' (released code) or the frozen 'teacher' (paper text).", "student", ATTACK_ON)
+    objective: str = _help("'cls' (the paper) or 'dense' (also align patch tokens).", "cls", OBJECTIVES)
     dense_weight: float = _help("Weight of the patch-token terms with objective='dense'.", 1.0)
     augment: bool = _help("Random resized crops + horizontal and vertical flips.", True)
     min_crop_scale: float = _help("Smallest crop area (fraction of the image) of the random resized crop.", 0.25)
-    mixed_precision: str | None = _help("'no', 'bf16' or 'fp16' (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", None)
+    mixed_precision: str | None = _help("'no', 'bf16' or 'fp16' (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", None, ("no", "bf16", "fp16"))
     seed: int = _help("Seed of data order, augmentation, attack starts and dropout.", 0)
     output_dir: str = _help("Where the encoder, logs and checkpoints go.", "deacl-output")
     checkpoint_every: int = _help("Save a resumable checkpoint every N steps (0 = never).", 1000)
@@ -145,7 +147,9 @@ class DeACLConfig:
             from ..data import DATASETS
 
             if self.dataset not in DATASETS:
-                raise ValueError(f"Unknown dataset {self.dataset!r}; available: {sorted(DATASETS)}, or set image_folder=PATH.")
+                from ..suggestions import did_you_mean
+
+                raise ValueError(f"Unknown dataset {self.dataset!r}{did_you_mean(self.dataset, DATASETS)}; available: {sorted(DATASETS)}, or set image_folder=PATH.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -34,7 +34,9 @@ _HERE = Path(__file__).resolve().parent
 def metric_path(name: str) -> str:
     """Absolute path of the folder holding the `evaluate` script for ``name``."""
     if name not in METRICS:
-        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(METRICS)}.")
+        from ..suggestions import did_you_mean
+
+        raise ValueError(f"Unknown metric {name!r}{did_you_mean(name, METRICS)}; available: {', '.join(METRICS)}.")
     return str(_HERE / name)
 
 
@@ -54,7 +56,35 @@ def load_metric(name: str, **kwargs):
     return evaluate.load(path, **kwargs)
 
 
+def evaluator(task: str = "image-classification"):
+    """`evaluate.evaluator(task)` that also works with transformers 5.
+
+    evaluate 0.4.6 checks `isinstance(model_or_pipeline, transformers.TFPreTrainedModel)` whenever it is
+    handed a pipeline object or a callable, and transformers 5 dropped its TensorFlow classes, so that
+    check raises `AttributeError`. This shim gives `transformers` an empty `TFPreTrainedModel` class
+    (nothing can be an instance of it, which is true: there are no TensorFlow models in transformers 5)
+    and returns the evaluator. A model path (a saved head folder) works without the shim; a model
+    instance needs its processor too (`feature_extractor=AutoImageProcessor.from_pretrained(folder)`).
+
+    Example:
+        >>> task_evaluator = evaluator("image-classification")
+        >>> task_evaluator.compute(model_or_pipeline=pipeline("image-classification", model=head_dir), data=ds,
+        ...                        metric=load_metric("accuracy"), label_mapping={n: i for i, n in head.config.id2label.items()})
+    """
+    import evaluate
+    import transformers
+
+    if not hasattr(transformers, "TFPreTrainedModel"):
+
+        class TFPreTrainedModel:  # noqa: D401
+            """Stand-in for the TensorFlow base class transformers 5 removed (evaluate 0.4.6 still names it)."""
+
+        transformers.TFPreTrainedModel = TFPreTrainedModel
+    return evaluate.evaluator(task)
+
+
 __all__ = [
+    "evaluator",
     "METRICS",
     "AccuracyMeter",
     "DepthMeter",
