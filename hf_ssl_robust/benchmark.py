@@ -75,10 +75,10 @@ class BenchmarkConfig:
     num_examples: int = field(default=4, metadata={"help": "Images in each clean-vs-adversarial example figure."})
     num_workers: str = field(default="auto", metadata={"help": "DataLoader workers for head training and evaluation; auto: none for in-memory ShapesWorld, else up to 8 (one core left free)."})
     embed_encoder: bool = field(default=False, metadata={"help": "Save trained heads with their encoder's weights inside (self-contained, for offline use); default: lean heads that pin their encoder."})
-    priors: str = field(default="auto", metadata={"help": "Image-free prior rows (majority class, per-pixel class prior, per-pixel mean depth from the training split): auto = for generated data (cheap), yes = every dataset (reads the training split once more), no."})
+    priors: str = field(default="auto", metadata={"help": "Image-free prior rows (majority class, per-pixel class prior, per-pixel mean depth from the training split): auto = for generated data (cheap), yes = every dataset (reads the training split once more), no.", "choices": ["auto", "yes", "no"]})
     dry_run: bool = field(default=False, metadata={"help": "Print every cell that would run (sizes, windows, head settings, forward/backward passes) without loading weights or data."})
-    mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16: autocast for attacks and evaluation (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
-    seed: int = 0
+    mixed_precision: str | None = field(default=None, metadata={"help": "Autocast for attacks and evaluation (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", "choices": ["no", "bf16", "fp16"]})
+    seed: int = field(default=0, metadata={"help": "Seed of head training, subsets and every attack's random starts (per image, attack and restart)."})
 
     def __post_init__(self):
         from .validation import benchmark_problems, parse_data_dirs, raise_problems

@@ -50,29 +50,29 @@ class TrainHeadConfig:
     """Settings of `train_head`; unset hyper-parameters take the paper's preset for the task."""
 
     encoder: str = field(default="", metadata={"help": "Encoder: preset, Hub id, bundled name or local folder."})
-    task: str = field(default="classification", metadata={"help": "classification | segmentation | depth"})
+    task: str = field(default="classification", metadata={"help": "The downstream task.", "choices": ["classification", "segmentation", "depth"]})
     dataset: str = field(default="shapes", metadata={"help": "Registry dataset name (see `hf-ssl-robust info`)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where the head is saved (default outputs/heads/<encoder>-<dataset>-<task>)."})
     data_dir: str | None = field(default=None, metadata={"help": "Local folder for datasets that are not on the Hub."})
     image_size: int | None = field(default=None, metadata={"help": "Input size: square side (classification), short side and window (dense tasks). Default: the paper's size for the encoder family and dataset (see `hf-ssl-robust info` / hf_ssl_robust.sizes)."})
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    optimizer: str | None = field(default=None, metadata={"help": "adam | adamw | sgd"})
+    epochs: int | None = field(default=None, metadata={"help": "Epochs; default: the task's paper preset, then the dataset's `head_presets`."})
+    batch_size: int | None = field(default=None, metadata={"help": "Global batch size (split across processes); default: the preset's."})
+    lr: float | None = field(default=None, metadata={"help": "Learning rate; default: the preset's (classification searches a few, see lr_candidates)."})
+    weight_decay: float | None = field(default=None, metadata={"help": "Weight decay; default: the preset's."})
+    optimizer: str | None = field(default=None, metadata={"help": "Optimizer; default: the preset's.", "choices": ["adam", "adamw", "sgd"]})
     lr_candidates: list[float] = field(default_factory=list, metadata={"help": "Learning rates to try, best validation wins (default: classification tries the paper's 0.5 and three decades below it; other tasks only the paper's)."})
     augment: bool = field(default=True, metadata={"help": "Paper augmentation: flips (+ random crops for dense tasks)."})
-    cache_features: str = field(default="auto", metadata={"help": "auto | yes | no: train on cached encoder features."})
+    cache_features: str = field(default="auto", metadata={"help": "Train on cached encoder features (auto: when only flips augment and the cache is small).", "choices": ["auto", "yes", "no"]})
     max_cache_gb: float = field(default=4.0, metadata={"help": "auto caching only below this cache size."})
     val_fraction: float = field(default=0.1, metadata={"help": "Validation share carved from the training split."})
     num_train_samples: int | None = field(default=None, metadata={"help": "Subset of the training split (ShapesWorld: how many to render)."})
     num_eval_samples: int | None = field(default=None, metadata={"help": "Subset of the evaluation split."})
-    eval_batch_size: int = 64
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of feature caching, validation and the test scoring."})
     embed_encoder: bool = field(default=False, metadata={"help": "Save the encoder's weights inside the head folder (self-contained: offline use, the bundled Space); default: a lean folder pinning the encoder (id or folder, revision, weights SHA-256)."})
     evaluate_test: bool = field(default=True, metadata={"help": "Score the trained head on the evaluation split (the benchmark scores it itself)."})
-    mixed_precision: str | None = field(default=None, metadata={"help": "no | bf16 | fp16 (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "Autocast precision (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", "choices": ["no", "bf16", "fp16"]})
     num_workers: str = field(default="auto", metadata={"help": "DataLoader workers; auto: none for in-memory data (ShapesWorld, cached features), else up to 8 (one core left free)."})
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "Seed of the split, the shuffling, the augmentation and the head's initialisation."})
 
     def __post_init__(self):
         get_task(self.task)
