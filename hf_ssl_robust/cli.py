@@ -5,6 +5,7 @@
     hf-ssl-robust deacl --encoder ./enc --dataset shapes --max_steps 200
     hf-ssl-robust push FOLDER REPO_ID [--results results.json] [--dry_run]
     hf-ssl-robust info
+    hf-ssl-robust check-attacks [--encoder shapes-resnet-tiny] [--tasks ..] [--attacks strong] [--eps 8/255] [--steps 20]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-COMMANDS = ("benchmark", "train-head", "deacl", "push", "info")
+COMMANDS = ("benchmark", "train-head", "deacl", "push", "info", "check-attacks")
 
 
 def benchmark_main(argv: list[str] | None = None) -> int:
@@ -143,6 +144,29 @@ def info_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_attacks_main(argv: list[str] | None = None) -> int:
+    """Planted-example sanity checks (`attack_checks.py`); exit 1 when an attack finds too few."""
+    import argparse
+
+    from .attack_checks import check_attacks, format_checks
+    from .results import parse_eps
+
+    p = argparse.ArgumentParser(prog="hf-ssl-robust check-attacks", description=check_attacks.__doc__.split("\n")[0])
+    p.add_argument("--encoder", default="shapes-resnet-tiny", help="Frozen encoder the planted heads read (default: the bundled one).")
+    p.add_argument("--tasks", nargs="+", default=["classification", "segmentation", "depth"])
+    p.add_argument("--attacks", nargs="+", default=["strong"], help="As for `benchmark` (names, apgd:LOSS, strong).")
+    p.add_argument("--eps", default="8/255")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--num_images", type=int, default=16)
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    rows = check_attacks(a.encoder, tasks=a.tasks, attacks=a.attacks, eps=parse_eps(a.eps), steps=a.steps,
+                         num_images=a.num_images, image_size=a.image_size, seed=a.seed)
+    print(format_checks(rows), end="")
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
 def parse_config(config_class, argv: list[str] | None, prog: str):
     """A config dataclass from flags and an optional `--config FILE` (YAML or JSON; flags win)."""
     import argparse
@@ -208,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "info": info_main}
+    handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "info": info_main,
+                "check-attacks": check_attacks_main}
     if command not in handlers:
         print(f"Unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

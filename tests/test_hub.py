@@ -334,3 +334,15 @@ def test_cards_name_every_registered_family():
     from hf_ssl_robust.encoders import FAMILIES
 
     assert set(FAMILIES) <= set(hub.FAMILIES), f"add card names for {sorted(set(FAMILIES) - set(hub.FAMILIES))} to hub.FAMILIES"
+
+
+def test_eval_results__flags_in_model_index_names_and_args():
+    from hf_ssl_robust.hub import eval_results_from_records
+
+    base = dict(encoder="enc", task="classification", dataset="shapes", steps=2, metric="accuracy", num_samples=8)
+    results = eval_results_from_records([dict(base, attack="pgd", eps=8 / 255, value=0.4, flags=["not_converged"]),
+                                         dict(base, attack="none", eps=0.0, value=0.9, flags=[])])
+    flagged = next(r for r in results if r.metric_args["attack"] == "pgd")
+    assert flagged.metric_name.endswith("[warning: not_converged]") and flagged.metric_args["flags"] == "not_converged"
+    clean = next(r for r in results if r.metric_args["attack"] == "none")
+    assert "warning" not in clean.metric_name and "flags" not in clean.metric_args
