@@ -12,8 +12,8 @@ and is right at x but wrong wherever p > τ (so at x'):
 * classification: logits `[0, s(p − τ), −s, −s]`, label 0: wrong iff p > τ;
 * segmentation: per patch token the same two logits (+ a third, −s), upsampled bilinearly to the
   input like the real head, mask 0 everywhere: a pixel is wrong iff its upsampled p > τ;
-* depth: `log d̂ = log d + c·σ·p` per token (σ a random sign per token, c = 1), upsampled: a
-  pixel is wrong iff |log d̂ − log d| > c·τ (a factor e^0.75 ≈ 2.1 at τ = 0.75);
+* depth: `log d̂ = log d + c·σ·p` with p upsampled bilinearly and σ a random sign per token
+  (nearest-upsampled), c = 1: a pixel is wrong iff |log d̂ − log d| > c·τ (a factor e^τ);
 * EmbedAttack (which never sees the head) is checked against its own objective: found iff the
   embedding moved at least τ·‖t(x') − t(x)‖.
 
@@ -40,7 +40,7 @@ from .data.synthetic import render_scenes
 from .encoders import load_encoder
 from .tasks import get_task
 
-TAU = 0.75
+TAU = 0.9
 LOGIT_SCALE = 10.0
 DEPTH_SCALE = 1.0
 THRESHOLDS = {"default": 0.9}  # share of planted units an attack must find (README: measured)
@@ -77,9 +77,8 @@ class PlantedModel(nn.Module):
 
     def forward(self, pixels: Tensor) -> Tensor:
         if self.task == "depth":
-            p = ((self.read_tokens(pixels) - self.t0) * self.u).sum(1, keepdim=True) / (self.u * self.u).sum(1, keepdim=True).clamp_min(1e-12)
-            g = F.interpolate(DEPTH_SCALE * self.sign * p, size=tuple(self.size), mode="bilinear", align_corners=False)[:, 0]
-            return self.depth * torch.exp(g)  # [B, H, W]
+            sign = F.interpolate(self.sign, size=tuple(self.size), mode="nearest")[:, 0]  # per pixel: |g| = c·p exactly
+            return self.depth * torch.exp(DEPTH_SCALE * sign * self.projection(pixels))  # [B, H, W]
         p = self.projection(pixels)
         z1 = LOGIT_SCALE * (p - TAU)
         zero, low = torch.zeros_like(z1), torch.full_like(z1, -LOGIT_SCALE)
@@ -124,7 +123,8 @@ def check_attacks(encoder="shapes-resnet-tiny", tasks=("classification", "segmen
         overrides: attack fields to force on every attack, e.g. `{"steps": 0}` (a weakened attack, for tests).
 
     Returns:
-        One row per (task, attack): `task`, `attack`, `found` (mean share), `threshold`, `passed`.
+        One row per (task, attack): `task`, `attack`, `found` (mean share), `threshold`, `passed`,
+        `clean_wrong` / `planted` (the share wrong at x and at x': 0 and 1 by construction).
     """
     if num_images < 1 or steps < 0 or not eps > 0:
         raise ValueError(f"Need num_images >= 1, steps >= 0 and eps > 0; got {num_images}, {steps}, {eps}.")
@@ -144,6 +144,7 @@ def check_attacks(encoder="shapes-resnet-tiny", tasks=("classification", "segmen
                   "depth": scenes["depth"]}[task_name]
         model = PlantedModel(enc, task_name, pixels, planted, target=scenes["depth"], seed=seed)
         clean_wrong = float(model.found(pixels, target).mean())
+        at_planted = float(model.found(planted, target).mean())  # 1.0: the planted example is there
         for name in attacks_for_task(list(attacks), task_name):
             attack = build_attack(name, task, spec, eps=eps, step_size=eps / 4, steps=steps, seed=seed)
             if overrides:
@@ -152,7 +153,8 @@ def check_attacks(encoder="shapes-resnet-tiny", tasks=("classification", "segmen
             found = model.embedding_found(result.pixels, planted) if attack.surface == "encoder" else model.found(result.pixels, target)
             threshold = THRESHOLDS.get(name, THRESHOLDS["default"])
             rows.append(dict(task=task_name, attack=name, found=float(found.mean()), threshold=threshold,
-                             passed=float(found.mean()) >= threshold, clean_wrong=clean_wrong, steps=attack.steps, eps=eps))
+                             passed=float(found.mean()) >= threshold, clean_wrong=clean_wrong, planted=at_planted,
+                             steps=attack.steps, eps=eps))
     return rows
 
 
@@ -165,6 +167,6 @@ def format_checks(rows: list[dict]) -> str:
         lines.append(f"| {r['task']} | {attack_title(r['attack'])} | {r['found']:.2f} | {r['threshold']:.2f} | "
                      f"{'ok' if r['passed'] else 'FAIL'} |")
     if rows:
-        lines.append(f"\nε = {format_eps(rows[0]['eps'])}, {rows[0]['steps']} steps; wrong at the clean point: "
-                     + ", ".join(sorted({f"{r['task']} {r['clean_wrong']:.2f}" for r in rows})))
+        lines.append(f"\nε = {format_eps(rows[0]['eps'])}, {rows[0]['steps']} steps, τ = {TAU}; share wrong at x / at the planted x': "
+                     + ", ".join(dict.fromkeys(f"{r['task']} {r['clean_wrong']:.2f} / {r['planted']:.2f}" for r in rows)))
     return "\n".join(lines) + "\n"

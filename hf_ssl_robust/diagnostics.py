@@ -3,11 +3,11 @@
 Every evaluated cell gets, per attack, a list of `flags` (empty when all is well) and the task's
 primary metric at step checkpoints (`checkpoints`, iterates ⌊T/4⌋, ⌊T/2⌋, ⌊3T/4⌋ and T). The
 checks reuse what the evaluation computes anyway (the loop's gradients and outputs, through
-`attacks.base.observe_steps`); the only extra forwards are one repeated clean forward per batch
-(`randomized`) and, for EmbedAttack (whose loop sees tokens, not task outputs), one forward per
-checkpoint. In the spirit of AutoAttack's checks (Croce & Hein, ICML 2020), for all three tasks:
+`attacks.base.observe_steps`); the only extra forwards are one repeated clean forward of the first
+batch (`randomized`) and, for EmbedAttack (whose loop sees tokens, not task outputs), one forward
+per checkpoint. In the spirit of AutoAttack's checks (Croce & Hein, ICML 2020), for all three tasks:
 
-* `randomized`: two clean forward passes of the same images differ (beyond float noise).
+* `randomized`: two clean forward passes of the first batch differ (beyond float noise).
 * `zero_gradient`: at the start point (the loop's first iterate), the share of units that the
   attack still has to break and whose loss gradient w.r.t. the input is exactly zero exceeds
   `ZERO_GRADIENT_MAX_SHARE`. Units: images for classification; labelled (valid) pixels for

@@ -84,7 +84,7 @@ def evaluate(
             pixels, target = batch["pixel_values"], batch[task.target_key]
             groups = size_groups(batch)
             with autocast(accelerator):
-                preds = {"none": by_size(_clean(task, unwrapped, diag), pixels, target, groups)}
+                preds = {"none": by_size(_clean(task, unwrapped, diag if i == 0 else None), pixels, target, groups)}
                 ckpt = {}
                 global_batch = i * world + rank  # accelerate gives process r the batches r, r + world, ...
                 for name, attack in attacks.items():
@@ -125,12 +125,14 @@ def _predict(task: Task, model, pixels):
     return pred.float() if pred.is_floating_point() else pred
 
 
-def _clean(task: Task, model, diag: CellDiagnostics) -> Callable:
-    """`(pixels, target) -> clean predictions`, forwarding twice to detect randomness (`randomized`)."""
+def _clean(task: Task, model, diag: CellDiagnostics | None) -> Callable:
+    """`(pixels, target) -> clean predictions`; with `diag`, a second forward to detect randomness
+    (`randomized`: done on each process's first batch, where dropout or random preprocessing shows)."""
 
     def run(pixels, target):
         output = model(pixel_values=pixels)
-        diag.compare_clean(output, model(pixel_values=pixels))
+        if diag is not None:
+            diag.compare_clean(output, model(pixel_values=pixels))
         pred = task.predict(output)
         return pred.float() if pred.is_floating_point() else pred
 
