@@ -45,7 +45,7 @@ LOGIT_SCALE = 10.0
 DEPTH_SCALE = 1.0
 # Share of planted units an attack must find. Measured on the bundled encoder (16 images, 8/255, 20 steps,
 # README): 1.00 for most, 0.99 DepthPGD / APGD-depth, 0.94 APGD-DLR, 0.92 APGD-depth-tol (it stops pushing
-# a pixel once it is off by 1.25x, short of the planted e^0.9); a weakened attack (0 steps, step 0) finds <= 0.06.
+# a pixel once it is off by 1.25x, short of the planted e^0.9); with 0 steps every attack finds 0.00.
 THRESHOLDS = {"default": 0.9, "apgd:dlr": 0.8, "apgd:depth_tol": 0.8}
 
 

@@ -220,4 +220,11 @@ def test_leaderboard_rows():
     headers, rows = leaderboard(fake_records())
     by_encoder = {r[2]: r for r in rows}
     assert by_encoder["tiny-dino"][4:8] == [0.8, 0.2, "embed", "8/255"] or by_encoder["tiny-dino"][4:6] == [0.8, 0.2]
-    assert by_encoder["tiny-dino-deacl"][-1] == pytest.approx(-0.2)
+    assert by_encoder["tiny-dino-deacl"][headers.index("change")] == pytest.approx(-0.2)
+    assert headers[-1] == "warnings" and by_encoder["tiny-dino"][-1] == ""  # no flags in these records
+
+
+def test_leaderboard__warnings_column_shows_flags():
+    records = [dict(r, flags=["not_converged"]) if r["attack"] != "none" else r for r in fake_records()]
+    headers, rows = leaderboard(records)
+    assert all(row[headers.index("warnings")] == "not_converged" for row in rows)
