@@ -5,7 +5,7 @@ primary metric at step checkpoints (`checkpoints`, iterates ⌊T/4⌋, ⌊T/2⌋
 checks reuse what the evaluation computes anyway (the loop's gradients and outputs, through
 `attacks.base.observe_steps`); the only extra forwards are one repeated clean forward of the first
 batch (`randomized`) and, for EmbedAttack (whose loop sees tokens, not task outputs), one forward
-per checkpoint. In the spirit of AutoAttack's checks (Croce & Hein, ICML 2020), for all three tasks:
+at ⌊3T/4⌋ (its only checkpoint besides T). In the spirit of AutoAttack's checks (Croce & Hein, ICML 2020), for all three tasks:
 
 * `randomized`: two clean forward passes of the first batch differ (beyond float noise).
 * `zero_gradient`: at the start point (the loop's first iterate), the share of units that the
@@ -98,6 +98,8 @@ class AttackMonitor:
     def __init__(self, task, spec, attack, predict_pixels: Callable[[Tensor], Tensor]) -> None:
         self.task, self.spec, self.attack, self.predict_pixels = task, spec, attack, predict_pixels
         self.steps = [c for c in checkpoint_steps(attack.steps) if c < attack.steps]
+        if attack.surface == "encoder":  # each checkpoint costs a forward here: keep the one the flag needs
+            self.steps = [c for c in self.steps if c == 3 * attack.steps // 4]
         self.meters = {c: task.make_meter(spec) for c in self.steps}
         self.zero, self.units = torch.zeros(()), torch.zeros(())
 
@@ -188,8 +190,9 @@ class CellDiagnostics:
         self.task, self.spec, self.black_box, self.worst_case = task, spec, black_box, worst_case
         self.monitors = {n: AttackMonitor(task, spec, a, predict_pixels) for n, a in attacks.items()}
         self.randomized = torch.zeros((), dtype=torch.bool)
-        steps = {tuple(m.steps) for m in self.monitors.values()}
-        self.worst_steps = list(next(iter(steps))) if worst_case and len(steps) == 1 else []
+        same_length = len({m.attack.steps for m in self.monitors.values()}) == 1
+        common = set.intersection(*[set(m.steps) for m in self.monitors.values()]) if self.monitors else set()
+        self.worst_steps = sorted(common) if worst_case and same_length else []
         self.worst_meters = {c: task.make_meter(spec) for c in self.worst_steps}
         self.subset: dict[str, list] = {}
 
