@@ -29,6 +29,7 @@ HEADS = {"classification": (SSLForImageClassification, "labels", 1e-2), "segment
 
 def fit_head(encoder, task, spec, scenes, epochs=30):
     cls, key, lr = HEADS[task]
+    torch.manual_seed(0)  # the head's random init: the same numbers on every run
     model = cls.from_encoder(encoder, **get_task(task).head_kwargs(spec, 64)).eval()
     with torch.no_grad():
         feats = torch.cat([model.encode_features(scenes["pixel_values"][i : i + 64]) for i in range(0, 512, 64)])
