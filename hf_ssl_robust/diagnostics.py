@@ -207,6 +207,8 @@ class CellDiagnostics:
         for name, by_step in ckpt_preds.items():
             self.monitors[name].update(by_step, target, gather)
         for c, meter in self.worst_meters.items():
+            if not all(c in ckpt_preds.get(n, {}) for n in self.monitors):
+                continue  # an iterate outside the threat model (SEA's progressive radius) is not recorded
             pool = {"none": preds["none"], **{n: ckpt_preds[n][c] for n in self.monitors}}
             meter.update(worst_predictions(self.task.name, pool, target, self.spec)[0], target, gather=gather)
 

@@ -185,3 +185,14 @@ def test_flag_marker_and_legend():
     assert flag_marker([]) == "" and flag_marker(["not_converged", "zero_gradient"]) == " ⚠NZ"
     legend = flag_legend(["zero_gradient"])
     assert legend.startswith("- ⚠Z `zero_gradient`: ") and "Do: " in legend and "not_converged" not in legend
+
+
+def test_checkpoints__progressive_radius_skips_iterates_outside_eps(tiny_encoder):
+    g = torch.Generator().manual_seed(0)
+    seg = SSLForSemanticSegmentation.from_encoder(tiny_encoder, num_labels=4, image_size=32).eval()
+    batch = {"pixel_values": torch.rand(2, 3, 32, 32, generator=g), "mask": torch.randint(0, 4, (2, 32, 32), generator=g)}
+    attacks = {"segpgd": make_attack("segpgd", steps=8, seed=0),
+               "apgd": make_attack("apgd", loss="masked_ce", steps=8, progressive=True, seed=0)}
+    out = evaluate(seg, [batch], get_task("segmentation"), SPEC, attacks=attacks, worst_case=True)
+    assert list(out["apgd"]["checkpoints"]) == ["6", "8"]  # 2 and 4 ran at radius 2ε and 1.5ε
+    assert list(out["segpgd"]["checkpoints"]) == ["2", "4", "6", "8"] and list(out["worst"]["checkpoints"]) == ["6", "8"]
