@@ -91,6 +91,12 @@ def main():
                         "same_metrics": all(full[k][task.primary_metric] == base[k][task.primary_metric] for k in base),
                         **{k: {m: v[m] for m in (task.primary_metric, "flags", "checkpoints", "zero_gradient_share") if m in v}
                            for res in (full, short, long) for k, v in res.items()}}
+        if name == "classification":  # the same head with its logits scaled by 1e4: a saturated softmax
+            with torch.no_grad():
+                model.classifier.weight.mul_(1e4)
+                model.classifier.bias.mul_(1e4)
+            scaled, _ = timed_eval(model, loader, task, spec, {"pgd": make("pgd", 20), "apgd:dlr": make("apgd:dlr", 20)})
+            report[name]["logits_x1e4"] = {k: {m: v[m] for m in ("accuracy", "flags", "zero_gradient_share") if m in v} for k, v in scaled.items()}
         print(json.dumps({name: report[name]}, indent=1), flush=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
