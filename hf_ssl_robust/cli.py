@@ -9,6 +9,7 @@
     hf-ssl-robust plan ENCODER [--attacks paper|strong] [--gpu h100] [--num_processes N] [--mixed_precision bf16] [--deacl]
     hf-ssl-robust plan --calibrate OUT.json      (time real passes on this device, per family and precision)
     hf-ssl-robust info
+    hf-ssl-robust check-attacks [--encoder shapes-resnet-tiny] [--tasks ..] [--attacks strong] [--eps 8/255] [--steps 20]
     hf-ssl-robust --version
 
 `hf-ssl-robust COMMAND --help` lists a command's options. Bad input gets one line on stderr and exit
@@ -23,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-COMMANDS = ("benchmark", "train-head", "deacl", "push", "results", "leaderboard", "plan", "info")
+COMMANDS = ("benchmark", "train-head", "deacl", "push", "results", "leaderboard", "plan", "check-attacks", "info")
 
 
 def benchmark_main(argv: list[str] | None = None) -> int:
@@ -296,6 +297,29 @@ def info_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_attacks_main(argv: list[str] | None = None) -> int:
+    """Planted-example sanity checks (`attack_checks.py`); exit 1 when an attack finds too few."""
+    import argparse
+
+    from .attack_checks import check_attacks, format_checks
+    from .results import parse_eps
+
+    p = argparse.ArgumentParser(prog="hf-ssl-robust check-attacks", description=check_attacks.__doc__.split("\n")[0])
+    p.add_argument("--encoder", default="shapes-resnet-tiny", help="Frozen encoder the planted heads read (default: the bundled one).")
+    p.add_argument("--tasks", nargs="+", default=["classification", "segmentation", "depth"])
+    p.add_argument("--attacks", nargs="+", default=["strong"], help="As for `benchmark` (names, apgd:LOSS, strong).")
+    p.add_argument("--eps", default="8/255")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--num_images", type=int, default=16)
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    rows = check_attacks(a.encoder, tasks=a.tasks, attacks=a.attacks, eps=parse_eps(a.eps), steps=a.steps,
+                         num_images=a.num_images, image_size=a.image_size, seed=a.seed)
+    print(format_checks(rows), end="")
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
 def parse_config(config_class, argv: list[str] | None, prog: str):
     """A config dataclass from flags and an optional `--config FILE` (YAML or JSON; flags win)."""
     import argparse
@@ -375,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=os.environ["HF_SSL_ROBUST_LOG_LEVEL"].upper(), format="%(levelname)s %(name)s: %(message)s")
     handlers = {"benchmark": benchmark_main, "train-head": train_head_main, "deacl": deacl_main, "push": push_main, "results": results_main,
-                "leaderboard": leaderboard_main, "plan": plan_main, "info": info_main}
+                "leaderboard": leaderboard_main, "plan": plan_main, "check-attacks": check_attacks_main,
+                "info": info_main}
     if command not in handlers:
         from .suggestions import did_you_mean
 

@@ -20,9 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .attacks import Attack, image_seeds, mix_seed
+from .attacks.base import observe_steps
+from .diagnostics import CellDiagnostics
 from .precision import autocast
 from .tasks import Task
-from .worst_case import worst_predictions
+from .worst_case import bound_worst, worst_predictions
 
 
 @torch.no_grad()
@@ -37,7 +39,8 @@ def evaluate(
     desc: str = "eval",
     on_batch: Callable[[dict, dict], None] | None = None,
     worst_case: bool = False,
-) -> dict[str, dict[str, float]]:
+    black_box: Callable | None = None,
+) -> dict[str, dict]:
     """Score `model` (a task head) clean and under each attack.
 
     Args:
@@ -53,11 +56,19 @@ def evaluate(
             autocast (mixed precision), so clean and adversarial metrics share one precision.
         on_batch: called with `(batch, {"none": clean_pred, name: adv_pred, ..., "adv/<name>": pixels})`
             (e.g. to keep examples for figures).
-        worst_case: also score `"worst"`: per image the prediction of the attack that hurt it most
-            (`worst_case.py`), from the predictions made anyway (no extra forward pass).
+        worst_case: also score `"worst"`: per image the most damaging of the clean prediction and every
+            attack's (`worst_case.py`), from the predictions made anyway (no extra forward pass); each
+            metric then bounded by the clean and every single attack's value.
+        black_box: the `black_box_stronger` check, `black_box(model, pixels, target, adv_pred) -> bool`
+            (True when a gradient-free attack does more damage than `adv_pred`, the white-box
+            predictions on those images), called once per attack (and `worst`) after the pass on the
+            first `diagnostics.BLACK_BOX_SAMPLES` images of the split; None skips it.
 
     Returns:
-        `{"none": metrics, <attack name>: metrics, ..., ["worst": metrics]}`, each with `num_samples`.
+        `{"none": metrics, <attack name>: metrics, ..., ["worst": metrics]}`, each with `num_samples`,
+        `flags` (list of warning names, `diagnostics.FLAGS`; empty when all is well) and `checkpoints`
+        (`{"<iterate>": primary metric}` at ⌊T/4⌋, ⌊T/2⌋, ⌊3T/4⌋, T; `{}` for clean); attacks also
+        carry `zero_gradient_share`.
     """
     attacks = dict(attacks or {})
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -66,13 +77,15 @@ def evaluate(
     gather = accelerator.gather_for_metrics if accelerator is not None else None
     meters = {name: task.make_meter(spec) for name in ["none", *attacks, *(["worst"] if worst_case else [])]}
     show = accelerator is None or accelerator.is_local_main_process
+    diag = CellDiagnostics(task, spec, attacks, lambda x: _predict(task, unwrapped, x), black_box=black_box, worst_case=worst_case)
     try:
         world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
         for i, batch in enumerate(tqdm(loader, desc=desc, disable=not show, leave=False)):
             pixels, target = batch["pixel_values"], batch[task.target_key]
             groups = size_groups(batch)
             with autocast(accelerator):
-                preds = {"none": by_size(lambda x, t: _predict(task, unwrapped, x), pixels, target, groups)}
+                preds = {"none": by_size(_clean(task, unwrapped, diag if i == 0 else None), pixels, target, groups)}
+                ckpt = {}
                 global_batch = i * world + rank  # accelerate gives process r the batches r, r + world, ...
                 for name, attack in attacks.items():
                     seeds = None
@@ -80,22 +93,29 @@ def evaluate(
                         seeds = image_seeds(attack.seed, batch["index"], name)  # (seed, image, attack) mixed
                     elif attack.seed is not None:
                         attack = dataclasses.replace(attack, seed=mix_seed(attack.seed, "batch", global_batch, name))
-                    adv = by_size(_perturb(attack, unwrapped), pixels, target, groups, seeds=seeds)
+                    out = by_size(_perturb(attack, unwrapped, diag.monitors[name]), pixels, target, groups, seeds=seeds)
+                    adv, ckpt[name] = out.pop("adv"), {int(k): v for k, v in out.items()}
                     preds[name] = by_size(lambda x, t: _predict(task, unwrapped, x), adv, target, groups)
                     preds["adv/" + name] = adv
-                if worst_case:
-                    preds["worst"], _ = worst_predictions(task.name, {n: preds[n] for n in attacks}, target, spec)
+                if worst_case:  # the clean prediction is in the pool: clean errors count as non-robust
+                    preds["worst"], _ = worst_predictions(task.name, {n: preds[n] for n in ["none", *attacks]}, target, spec)
             for name, meter in meters.items():
                 meter.update(preds[name], target, gather=gather)
+            diag.update_batch(ckpt, preds, target, gather)
+            diag.collect(pixels, target, preds, groups)
             if on_batch is not None:
                 on_batch(batch, preds)
+        results = {}
+        for name, meter in meters.items():
+            metrics = {k: float(v) for k, v in meter.compute().items()}
+            metrics["num_samples"] = meter.num_samples
+            results[name] = metrics
+        if worst_case:  # a dataset-level ratio (mIoU) can rise above a single attack's: never report that
+            results["worst"].update(bound_worst([results[n] for n in ["none", *attacks]], results["worst"]))
+        with autocast(accelerator):
+            diag.finish(results, unwrapped, reduce=(lambda t: accelerator.reduce(t, "sum")) if accelerator is not None else None)
     finally:
         unwrapped.train(was_training)
-    results = {}
-    for name, meter in meters.items():
-        metrics = {k: float(v) for k, v in meter.compute().items()}
-        metrics["num_samples"] = meter.num_samples
-        results[name] = metrics
     return results
 
 
@@ -105,12 +125,30 @@ def _predict(task: Task, model, pixels):
     return pred.float() if pred.is_floating_point() else pred
 
 
-def _perturb(attack: Attack, model) -> Callable:
-    """`(pixels, target, seeds=None) -> adversarial pixels` (`seeds`: one per image)."""
+def _clean(task: Task, model, diag: CellDiagnostics | None) -> Callable:
+    """`(pixels, target) -> clean predictions`; with `diag`, a second forward to detect randomness
+    (`randomized`: done on each process's first batch, where dropout or random preprocessing shows)."""
+
+    def run(pixels, target):
+        output = model(pixel_values=pixels)
+        if diag is not None:
+            diag.compare_clean(output, model(pixel_values=pixels))
+        pred = task.predict(output)
+        return pred.float() if pred.is_floating_point() else pred
+
+    return run
+
+
+def _perturb(attack: Attack, model, monitor=None) -> Callable:
+    """`(pixels, target, seeds=None) -> {"adv": adversarial pixels, "<iterate>": predictions at each
+    checkpoint}` (`seeds`: one per image; checkpoints recorded by `monitor`, see `diagnostics.py`)."""
 
     def run(pixels, target, seeds=None):
         a = attack if seeds is None else dataclasses.replace(attack, seed=seeds)
-        return a.perturb(model, pixels, None if attack.surface == "encoder" else target).pixels
+        observer = monitor.observer(target) if monitor is not None else None
+        with observe_steps(observer):
+            adv = a.perturb(model, pixels, None if attack.surface == "encoder" else target).pixels
+        return {"adv": adv, **{str(c): p for c, p in (observer.preds.items() if observer else [])}}
 
     return run
 
@@ -134,18 +172,23 @@ def _crop(t, idx, hw):
 def by_size(fn: Callable, pixels, target, groups, seeds: list[int] | None = None):
     """Apply `fn(pixels, target)` to each size group of the batch (images cropped to their true size)
     and put the outputs back in batch order, dense outputs padded with 0 to the batch canvas.
-    `seeds` (one per image) are cut to each group and passed on as `fn(..., seeds=...)`."""
+    `seeds` (one per image) are cut to each group and passed on as `fn(..., seeds=...)`.
+    A dict output (`{key: tensor}`) is put back key by key; keys missing from some group are dropped."""
     idx, _ = groups[0]
     if idx is None:
         return fn(pixels, target) if seeds is None else fn(pixels, target, seeds=seeds)
-    out = None
+    outs, parts = {}, []
     for idx, hw in groups:
         kw = {} if seeds is None else {"seeds": [seeds[j] for j in idx.tolist()]}
         part = fn(_crop(pixels, idx, hw), _crop(target, idx, hw), **kw)
-        if out is None:
-            shape = part.shape[1:-2] + pixels.shape[-2:] if part.ndim >= 3 else part.shape[1:]
-            out = part.new_zeros((pixels.shape[0], *shape))
-        if part.ndim >= 3:
-            part = torch.nn.functional.pad(part, (0, pixels.shape[-1] - hw[1], 0, pixels.shape[-2] - hw[0]))
-        out[idx.to(out.device)] = part
-    return out
+        parts.append(part if isinstance(part, dict) else {None: part})
+        for key, value in parts[-1].items():
+            if key not in outs:
+                shape = value.shape[1:-2] + pixels.shape[-2:] if value.ndim >= 3 else value.shape[1:]
+                outs[key] = value.new_zeros((pixels.shape[0], *shape))
+            if value.ndim >= 3:
+                value = torch.nn.functional.pad(value, (0, pixels.shape[-1] - hw[1], 0, pixels.shape[-2] - hw[0]))
+            outs[key][idx.to(value.device)] = value
+    if None in outs:
+        return outs[None]
+    return {k: v for k, v in outs.items() if all(k in p for p in parts)}

@@ -161,7 +161,8 @@ def metric_label(metric: str, attack: str, eps: float, steps: int | None) -> str
 def eval_results_from_records(records: Sequence[dict]) -> list[EvalResult]:
     """One `EvalResult` per (task, dataset, attack, ε) primary-metric record (the last one wins).
 
-    The primary metric is the paper's: accuracy, mean_iou or rmse. NaN values are left out.
+    The primary metric is the paper's: accuracy, mean_iou or rmse. NaN values are left out. A
+    record's automatic warnings (`flags`, see `diagnostics.FLAGS`) go into the metric's name and args.
     """
     primary = {task: metric for task, (_, metric) in TASK_TABLES.items()}
     chosen: dict[tuple, dict] = {}
@@ -176,8 +177,9 @@ def eval_results_from_records(records: Sequence[dict]) -> list[EvalResult]:
             task_type=TASK_TYPES.get(task, task), task_name=TASK_NAMES.get(task, task),
             dataset_type=info["type"], dataset_name=dataset, dataset_split=info["split"],
             metric_type=r["metric"], metric_value=round(float(r["value"]), 6),
-            metric_name=metric_label(r["metric"], attack, eps, steps),
-            metric_args={"attack": attack, "eps": format_eps(eps), "steps": steps or 0, "num_samples": int(r["num_samples"])},
+            metric_name=metric_label(r["metric"], attack, eps, steps) + (f" [warning: {', '.join(r['flags'])}]" if r.get("flags") else ""),
+            metric_args={"attack": attack, "eps": format_eps(eps), "steps": steps or 0, "num_samples": int(r["num_samples"]),
+                         **({"flags": ", ".join(r["flags"])} if r.get("flags") else {})},
         ))  # fmt: skip
     return results
 
@@ -370,7 +372,12 @@ def _eval_note(records: Sequence[dict]) -> str | None:
     n = sorted({int(r["num_samples"]) for r in records})
     steps = sorted({int(r["steps"]) for r in records if r["attack"] != "none" and r.get("steps")})
     note = f"Evaluated on {', '.join(map(str, n))} images per cell"
-    return note + (f"; attacks ran {', '.join(map(str, steps))} steps." if steps else ".")
+    note += f"; attacks ran {', '.join(map(str, steps))} steps." if steps else "."
+    flagged = sorted({f for r in records for f in r.get("flags") or []})
+    if flagged:
+        note += (f" Some numbers carry automatic warnings ({', '.join(flagged)}): they may overstate robustness;"
+                 " see the legend under the tables.")
+    return note
 
 
 # --- head cards --------------------------------------------------------------------------------------

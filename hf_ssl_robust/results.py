@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
+from .diagnostics import flag_legend, flag_marker
+
 RECORD_KEYS = ("encoder", "task", "dataset", "attack", "eps", "steps", "metric", "value", "num_samples")
 ATTACK_TITLES = {"none": "Clean", "embed": "EmbedAttack", "pgd": "PGD", "segpgd": "SegPGD", "depth_pgd": "DepthPGD",
                  "worst": "Worst case", "apgd_t": "APGD-T", "square": "Square"}
@@ -117,10 +119,11 @@ def _fmt(value: float | None, metric: str) -> str:
 
 def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = None) -> str:
     """Tables laid out like the paper's Tables 1–3: one per task, rows (dataset, encoder),
-    columns Clean, then EmbedAttack and the task attack at every ε measured."""
+    columns Clean, then EmbedAttack and the task attack at every ε measured. A record's `flags`
+    show as a marker after its value (`0.45 ⚠N`), explained in a legend under the tables."""
     metrics = {**{t: m for t, (_, m) in TASK_TABLES.items()}, **(metrics or {})}
     names = encoder_names(records)
-    blocks = []
+    blocks, flagged = [], set()
     for task in _ordered(r["task"] for r in records):
         metric = metrics.get(task, "value")
         rows = [r for r in records if r["task"] == task and r["metric"] == metric]
@@ -145,19 +148,22 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
                 cells = []
                 for attack, eps in columns:
                     match = [
-                        r["value"]
+                        r
                         for r in rows
                         if r["dataset"] == dataset and r["encoder"] == encoder and r["attack"] == attack
                         and (attack == "none" or abs(float(r["eps"]) - eps) < 1e-9)
                     ]
-                    cells.append(_fmt(match[-1] if match else None, metric))
+                    flags = match[-1].get("flags") or [] if match else []
+                    flagged.update(flags)
+                    cells.append(_fmt(match[-1]["value"] if match else None, metric) + flag_marker(flags))
                 lines.append(f"| {dataset} | {names[encoder]} | " + " | ".join(cells) + " |")
         if any(r["encoder"] == "prior" for r in rows):
             from .priors import PRIOR_NAMES
 
             lines += ["", f"`prior`: the image-free {PRIOR_NAMES.get(task, 'prior')} of the training split (no encoder; an attack cannot change it)."]
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
+    legend = flag_legend(flagged)
+    return "\n\n".join(blocks) + "\n" + (f"\nWarnings (`flags` in results.json):\n\n{legend}\n" if legend else "")
 
 
 def display_name(encoder: str) -> str:

@@ -598,10 +598,11 @@ def find_results(root: str | Path = "outputs", extra=()) -> list[str]:
 
 def leaderboard(records: list[dict]) -> tuple[list[str], list[list]]:
     """One row per (task, dataset, encoder): clean value and the worst attacked value at the largest ε
-    (the per-image `worst` row when the run has one, else the most damaging single attack)."""
+    (the per-image `worst` row when the run has one, else the most damaging single attack), with that
+    record's automatic warnings (`flags`)."""
     from .results import TASK_TABLES
 
-    headers = ["task", "dataset", "encoder", "metric", "clean", "attacked (worst)", "attack", "ε", "change"]
+    headers = ["task", "dataset", "encoder", "metric", "clean", "attacked (worst)", "attack", "ε", "change", "warnings"]
     rows = []
     keys = sorted({(r["task"], r["dataset"], r["encoder"]) for r in records})
     for task, dataset, encoder in keys:
@@ -620,7 +621,8 @@ def leaderboard(records: list[dict]) -> tuple[list[str], list[list]]:
         c = clean[-1] if clean else None
         rows.append([task, dataset, display_name(encoder), metric, _round(c), _round(worst["value"]) if worst else None,
                      worst["attack"] if worst else "", f"{float(worst['eps']) * 255:.0f}/255" if worst else "",
-                     _round(worst["value"] - c) if worst and c is not None else None])
+                     _round(worst["value"] - c) if worst and c is not None else None,
+                     ", ".join(worst.get("flags") or []) if worst else ""])  # diagnostics.FLAGS; legend under the tables
     return headers, rows
 
 

@@ -3,7 +3,14 @@
 For every image it picks the attack that hurt that image most and keeps that attack's prediction,
 so the task's own meter turns the picks into the dataset metric (AutoAttack's and SEA's
 worst case; ours for depth). No extra forward pass: the adversarial predictions are those the
-evaluation scores anyway.
+evaluation scores anyway. The evaluation puts the clean prediction in the pool too (`"none"`:
+AutoAttack counts clean errors as non-robust).
+
+A per-image pick cannot make a dataset-level ratio exact: mIoU sums intersections and unions over
+the split, so picking per image by pixel accuracy can *raise* the mIoU above one attack's alone.
+`bound_worst` therefore takes, metric by metric, the most damaging of the pick and every single
+candidate (clean included): the reported worst is never above the clean value or any attack's
+for accuracy / mIoU / δ, never below for RMSE / AbsRel.
 
 * classification: an image counts as wrong if any attack made it wrong (its wrong prediction kept);
 * segmentation: the attack with the lowest pixel accuracy on that image; its intersections and
@@ -18,12 +25,30 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from .metrics.functional import depth_stats
+
+
+HIGHER_IS_BETTER = {"accuracy": True, "mean_iou": True, "mean_accuracy": True, "overall_accuracy": True,
+                    "delta1": True, "delta2": True, "delta3": True,
+                    "rmse": False, "abs_rel": False, "sq_rel": False, "log10": False, "rmse_log": False}
+
+
+def bound_worst(candidates: list[Mapping[str, float]], picked: Mapping[str, float]) -> dict[str, float]:
+    """Per metric of `HIGHER_IS_BETTER`, the most damaging of the per-image pick and every candidate
+    (the clean and each single attack's metrics); other keys of `picked` are left out."""
+    out = {}
+    for key, value in picked.items():
+        if key not in HIGHER_IS_BETTER:
+            continue
+        values = [float(value)] + [float(c[key]) for c in candidates if key in c and not math.isnan(float(c[key]))]
+        out[key] = min(values) if HIGHER_IS_BETTER[key] else max(values)
+    return out
 
 
 def per_image_damage(task: str, pred: Tensor, target: Tensor, spec) -> Tensor:

@@ -188,7 +188,9 @@ def build_demo(backend: SpaceBackend, results: list[str] = (), concurrency: int 
                          api_name="attack", concurrency_limit=concurrency, concurrency_id="attack", time_limit=600)
         with gr.Tab("Results"):
             gr.Markdown("Benchmark runs (`results.json` from `hf-ssl-robust benchmark`): the paper's tables, "
-                        "robustness curves and a leaderboard (clean vs worst attack at the largest ε).")
+                        "robustness curves and a leaderboard (clean vs worst attack at the largest ε). A ⚠ after a "
+                        "number is an automatic warning that it may overstate robustness; the legend under the tables "
+                        "says what each means and what to do.")
             found = find_results(extra=results)
             with gr.Row():
                 picked = gr.Dropdown(found, value=found[0] if found else None, label="Runs found under outputs/", scale=3)

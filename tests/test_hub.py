@@ -376,3 +376,15 @@ def test_cards__link_the_results_dataset(encoder_dir, head_dir, tmp_path, capsys
     make_tiny_backbone("dinov2").save_pretrained(folder)
     assert cli_main(["push", str(folder), "me/tiny", "--dry_run", "--results_dataset", "me/tiny-results"]) == 0
     assert "https://huggingface.co/datasets/me/tiny-results" in (folder / "README.md").read_text()
+
+
+def test_eval_results__flags_in_model_index_names_and_args():
+    from hf_ssl_robust.hub import eval_results_from_records
+
+    base = dict(encoder="enc", task="classification", dataset="shapes", steps=2, metric="accuracy", num_samples=8)
+    results = eval_results_from_records([dict(base, attack="pgd", eps=8 / 255, value=0.4, flags=["not_converged"]),
+                                         dict(base, attack="none", eps=0.0, value=0.9, flags=[])])
+    flagged = next(r for r in results if r.metric_args["attack"] == "pgd")
+    assert flagged.metric_name.endswith("[warning: not_converged]") and flagged.metric_args["flags"] == "not_converged"
+    clean = next(r for r in results if r.metric_args["attack"] == "none")
+    assert "warning" not in clean.metric_name and "flags" not in clean.metric_args

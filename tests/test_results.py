@@ -70,3 +70,15 @@ def test_load_records__rejects_foreign_json(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps([{"encoder": "e"}]))
     with pytest.raises(ValueError, match="lacks"):
         load_records(tmp_path / "r.json")
+
+
+def test_markdown_tables__flags_marked_with_a_legend():
+    from hf_ssl_robust.results import markdown_tables
+
+    base = dict(encoder="enc", task="classification", dataset="shapes", steps=2, metric="accuracy", num_samples=8)
+    records = [dict(base, attack="none", eps=0.0, value=0.9, flags=[]),
+               dict(base, attack="pgd", eps=8 / 255, value=0.4, flags=["not_converged", "zero_gradient"])]
+    md = markdown_tables(records)
+    assert "| shapes | enc | 0.90 | 0.40 ⚠NZ |" in md
+    assert "- ⚠Z `zero_gradient`: " in md and "- ⚠N `not_converged`: " in md and "randomized" not in md
+    assert "⚠" not in markdown_tables([dict(r, flags=[]) for r in records])  # no flag, no legend

@@ -220,7 +220,8 @@ def test_leaderboard_rows():
     headers, rows = leaderboard(fake_records())
     by_encoder = {r[2]: r for r in rows}
     assert by_encoder["tiny-dino"][4:8] == [0.8, 0.2, "embed", "8/255"] or by_encoder["tiny-dino"][4:6] == [0.8, 0.2]
-    assert by_encoder["tiny-dino-deacl"][-1] == pytest.approx(-0.2)
+    assert by_encoder["tiny-dino-deacl"][headers.index("change")] == pytest.approx(-0.2)
+    assert headers[-1] == "warnings" and by_encoder["tiny-dino"][-1] == ""  # no flags in these records
 
 
 def test_leaderboard_endpoint(client):
@@ -238,3 +239,9 @@ def test_leaderboard_endpoint(client):
     assert len(depth) == 4 and {b["task"] for b in depth} == {"depth"}  # 2/255, 4/255, 8/255 x2
     with pytest.raises(Exception, match="not in the list of choices|not in choices"):
         client.predict("captioning", "all", "all", "all", "rank", False, api_name="/leaderboard")
+
+
+def test_leaderboard__warnings_column_shows_flags():
+    records = [dict(r, flags=["not_converged"]) if r["attack"] != "none" else r for r in fake_records()]
+    headers, rows = leaderboard(records)
+    assert all(row[headers.index("warnings")] == "not_converged" for row in rows)

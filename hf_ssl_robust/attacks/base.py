@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import contextvars
 import dataclasses
 import zlib
 from dataclasses import dataclass
@@ -35,6 +36,18 @@ from ..precision import InputGradScaler
 ATTACKS: dict[str, type[Attack]] = {}
 NORMS = ("linf", "l2")
 _L2_MARGIN = 1e-5  # project L2 onto a ball this much (relatively) smaller: float rounding of the norm
+_STEP_OBSERVER = contextvars.ContextVar("step_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_steps(observer):
+    """Within the block, every run of the loop calls `observer(step, x_adv, outputs, grad, admissible)`
+    after each gradient (`outputs` still carry the graph: detach them). Used by `diagnostics.py`."""
+    token = _STEP_OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _STEP_OBSERVER.reset(token)
 
 
 def register_attack(name: str):
@@ -238,7 +251,7 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
     policy = attack.step_policy(x, radius)
     scaler = InputGradScaler(x.device.type)  # fp16 autocast: per-sample loss scaling (no underflow to 0)
     best = best_score = None
-    losses = []
+    losses, observe = [], _STEP_OBSERVER.get()
     for step in range(attack.steps):
         x_adv.requires_grad_(True)
         outputs = attack.forward(model, x_adv)
@@ -251,6 +264,8 @@ def _ascend(attack: Attack, model: Any, x: Tensor, target: Any) -> AttackResult:
             grad = torch.zeros_like(x_adv)
         x_adv = x_adv.detach()
         losses.append(loss.detach().mean())
+        if observe is not None:
+            observe(step, x_adv, outputs, grad, policy.admissible(step))
         if attack.track_best and policy.admissible(step):
             best, best_score = _keep_best(attack, best, best_score, x_adv, outputs, target)
         x_adv = policy.next(x_adv, grad, loss.detach(), step)
