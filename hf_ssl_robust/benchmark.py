@@ -138,7 +138,7 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
     from . import __version__
 
     ident = ident or encoder_identity(encoder)
-    return dict(encoder=encoder, encoder_fingerprint=ident.fingerprint, version=__version__,
+    return dict(encoder=encoder, encoder_fingerprint=ident.fingerprint, version=__version__, cell_format=2,  # 2: flags
                 task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks, get_dataset_spec(dataset, task=task))),
                 square_queries=cfg.square_queries,
@@ -341,20 +341,29 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
 
     desc = f"{display_name(key['encoder'])} {task.name} ε={format_eps(eps)}"
     start = time.perf_counter()
+    black_box = None
+    if "square" in attacks:  # Square runs: check every white-box attack against it (`black_box_stronger`)
+        from .diagnostics_blackbox import square_hook
+
+        black_box = square_hook(task.name, eps=eps, norm=cfg.norm, queries=cfg.square_queries, seed=cfg.seed,
+                                ignore_index=spec.ignore_index if spec.ignore_index is not None else 255,
+                                max_depth=float(spec.max_depth or 10.0))
     results = evaluate(model, loader, task, spec, attacks=attacks, accelerator=accelerator, desc=desc, on_batch=keep_examples,
-                       worst_case=cfg.worst_case)
+                       worst_case=cfg.worst_case, black_box=black_box)
     seconds = time.perf_counter() - start
     times["evaluate_s"] = seconds
     records = []
     for attack_name, metrics in results.items():
         for metric, value in metrics.items():
-            if metric in ("num_samples", "num_scored"):
+            if metric in ("num_samples", "num_scored", "flags", "checkpoints", "zero_gradient_share"):
                 continue
             records.append(dict(
                 encoder=key["encoder"], encoder_id=ident.source or ident.name, encoder_fingerprint=ident.fingerprint, task=task.name, dataset=spec.name, attack=attack_name,
                 eps=0.0 if attack_name == "none" else eps, steps=0 if attack_name == "none" else cfg.steps,
                 step_size=0.0 if attack_name == "none" else cfg.attack_step_size(eps), norm=cfg.norm,
                 metric=metric, value=value, num_samples=metrics["num_samples"], seconds=round(seconds, 2),
+                flags=list(metrics.get("flags", [])), checkpoints=metrics.get("checkpoints", {}),
+                **({"zero_gradient_share": metrics["zero_gradient_share"]} if "zero_gradient_share" in metrics else {}),
             ))
     if accelerator.is_main_process:
         t0 = time.perf_counter()
@@ -386,7 +395,7 @@ def _prior_records(cfg, dataset, task_name, identities, accelerator, out) -> lis
         metrics = score_prior(prior, task, spec, make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, **data_kw))
         records = [dict(encoder=PRIOR_ENCODER, encoder_id=PRIOR_ENCODER, encoder_fingerprint=None, task=task_name, dataset=dataset,
                         attack="none", eps=0.0, steps=0, step_size=0.0, norm=cfg.norm, metric=metric, value=value,
-                        num_samples=metrics["num_samples"], seconds=0.0)
+                        num_samples=metrics["num_samples"], seconds=0.0, flags=[])
                    for metric, value in metrics.items() if metric not in ("num_samples", "num_scored")]
         if accelerator.is_main_process:
             write_json(path, {"key": key, "records": records})

@@ -255,7 +255,8 @@ class CellDiagnostics:
     def _black_box(self, model, reduce) -> dict[str, bool]:
         if self.black_box is None:
             return {}
-        names = [*self.monitors, *(["worst"] if self.worst_case else [])]
+        # white-box attacks only: Square is the reference, never compared with itself
+        names = [n for n in [*self.monitors, *(["worst"] if self.worst_case else [])] if not n.startswith("square")]
         out = {}
         for name in names:
             found = False

@@ -156,3 +156,19 @@ def test_cell_key__batch_size_is_not_part_of_it():
     a = bench._cell_key(BenchmarkConfig(encoders=["x"], batch_size=4), "x", "classification", "shapes", 8 / 255)
     b = bench._cell_key(BenchmarkConfig(encoders=["x"], batch_size=8), "x", "classification", "shapes", 8 / 255)
     assert a == b and bench._cell_path(Path("o"), a) == bench._cell_path(Path("o"), b)
+
+
+def test_run_benchmark__flags_reach_every_record_and_square_checks_the_white_box_attacks(tiny_dinov2_path, tmp_path, monkeypatch):
+    """`flags` from the evaluation are in every record; with Square asked for, each white-box attack (and
+    the worst case) is compared with it through the `black_box` hook (stubbed here: Square 'wins')."""
+    import hf_ssl_robust.diagnostics_blackbox as blackbox
+
+    seen = []
+    monkeypatch.setattr(blackbox, "square_hook", lambda task, **kw: (lambda *a: seen.append(task) or True))
+    records = run_benchmark(_cfg(tiny_dinov2_path, tmp_path, tasks=["classification"], attacks=["pgd", "square"],
+                                 square_queries=5, worst_case=True))
+    assert all(isinstance(r["flags"], list) for r in records)
+    flags = {r["attack"]: r["flags"] for r in records if r["metric"] == "accuracy" and r["encoder"] != "prior"}
+    assert "black_box_stronger" in flags["pgd"] and "black_box_stronger" in flags["worst"]
+    assert "black_box_stronger" not in flags["square"] and "black_box_stronger" not in flags["none"]
+    assert seen and "⚠B" in (tmp_path / "results.md").read_text()
