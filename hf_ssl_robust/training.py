@@ -208,12 +208,13 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     timings["feature_cache_s"] = time.perf_counter() - start if use_cache else 0.0
 
     candidates = list(cfg.lr_candidates) or ([hp["lr"] * 10**-k for k in range(4)] if cfg.task == "classification" and cfg.lr is None else [hp["lr"]])
-    attempts, best = [], None
+    attempts, best, train_seconds = [], None, 0.0
     for lr in candidates:  # the paper's classification lr (0.5 with Adam) is far too large for some encoders
         set_seed(cfg.seed)
         model = task.head_class.from_encoder(encoder, **head_kwargs)
         result = _fit(model, train_data, collate_fn, Subset(base, val_idx), task, spec, hp, lr, cfg, accelerator, image_size, use_cache,
                       val_cache=val_cache)
+        train_seconds += result["seconds"]  # unrounded: a cached epoch can take a few milliseconds
         attempts.append({"lr": lr, "diverged": result["diverged"], "best_val": result["best_val"], "seconds": round(result["seconds"], 2)})
         if result["diverged"]:
             logger.warning(f"training diverged at lr={lr:g}", main_process_only=True)
@@ -223,7 +224,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     if best is None:
         raise ValueError(f"Head training diverged at every learning rate {candidates}; pass smaller ones with --lr_candidates.")
     lr, result = best
-    timings["train_s"] = sum(a["seconds"] for a in attempts)
+    timings["train_s"] = train_seconds
     model = result["model"]
 
     clean = None
