@@ -262,6 +262,16 @@ def _plan_heads(cfg, identities, pairs, out) -> tuple[dict, list[dict]]:
     return plan, forced
 
 
+def trained_head(cfg: BenchmarkConfig, encoder_name: str, task: str, dataset: str, accelerator, encoder=None):
+    """`(head, spec)` of one encoder x task x dataset as `run_benchmark` gets it: the run's (or `--heads_dir`'s)
+    head for the exact key when there is one, else a newly trained one (e.g. for scripts that time attacks)."""
+    ident = encoder_identity(encoder_name)
+    plan, _ = _plan_heads(cfg, {encoder_name: ident}, [(dataset, task)], Path(cfg.output_dir))
+    model, spec, _ = _head(cfg, encoder if encoder is not None else load_encoder(encoder_name), encoder_name, ident, task, dataset,
+                           accelerator, plan[(encoder_name, dataset, task)])
+    return model, spec
+
+
 def _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, planned):
     spec = get_dataset_spec(dataset, task=task_name)
     task = get_task(task_name)

@@ -232,7 +232,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     if eval_ds is not None:
         eval_loader = accelerator.prepare(DataLoader(eval_ds, batch_size=cfg.eval_batch_size, collate_fn=collate,
                                                      num_workers=resolve_num_workers(cfg.num_workers, eval_ds)))
-        clean = evaluate(model, eval_loader, task, spec, accelerator=accelerator, desc="test")["none"]
+        clean = _numbers(evaluate(model, eval_loader, task, spec, accelerator=accelerator, desc="test")["none"])
         timings["test_s"] = time.perf_counter() - start
     info = {
         "task": task.name, "encoder": str(cfg.encoder or encoder.name_or_path), "dataset": spec.name,
@@ -319,7 +319,7 @@ def _fit(model, train_data, collate_fn, val_data, task, spec, hp, lr, cfg, accel
         if val_cache is not None:
             val = _evaluate_cached(accelerator.unwrap_model(model), *val_cache, task, spec, image_size, cfg.eval_batch_size, accelerator)
         else:
-            val = evaluate(model, val_loader, task, spec, accelerator=accelerator, desc="val")["none"]
+            val = _numbers(evaluate(model, val_loader, task, spec, accelerator=accelerator, desc="val")["none"])
         if best_val is None or _score(val, task) > _score(best_val, task):
             best_val, best_epoch = val, epoch
             best = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items() if not k.startswith("encoder.")}
@@ -346,6 +346,11 @@ def _evaluate_cached(model, feats, targets, task, spec, image_size: int, batch_s
     finally:
         model.train(was_training)
     return {**{k: float(v) for k, v in meter.compute().items()}, "num_samples": meter.num_samples}
+
+
+def _numbers(metrics: dict) -> dict:
+    """The metrics of a clean pass without the attack diagnostics (`flags`, `checkpoints`) `evaluate` adds."""
+    return {k: v for k, v in metrics.items() if k not in ("flags", "checkpoints")}
 
 
 def _set_epoch(data, epoch: int) -> None:

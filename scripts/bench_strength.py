@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from hf_ssl_robust.attack_suites import build_attack  # noqa: E402
-from hf_ssl_robust.benchmark import BenchmarkConfig, _head, run_benchmark  # noqa: E402
+from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark, trained_head  # noqa: E402
 from hf_ssl_robust.data import make_dataset  # noqa: E402
 from hf_ssl_robust.data.loading import collate  # noqa: E402
 from hf_ssl_robust.encoders import bundled_encoders, load_encoder  # noqa: E402
@@ -60,7 +60,7 @@ def measure_cost(cfg: BenchmarkConfig, encoder_name: str, num_images: int, accel
     rows = []
     for task_name in cfg.tasks:
         task = get_task(task_name)
-        model, spec = _head(cfg, encoder, encoder_name, task_name, cfg.datasets[0], accelerator)
+        model, spec = trained_head(cfg, encoder_name, task_name, cfg.datasets[0], accelerator, encoder=encoder)
         size = resolve_input_size(encoder_family(model.encoder.config), spec, cfg.image_size).size  # as the benchmark
         data = make_dataset(spec, "eval", num_samples=num_images, seed=cfg.seed, image_size=size)
         batch = collate([data[i] for i in range(min(num_images, len(data)))])

@@ -169,7 +169,9 @@ def test_evaluate__every_attack_and_the_worst_case_run_on_the_accelerator(task_n
         on_stub = evaluate(model, loader, task, spec, attacks=attacks, worst_case=True)
     assert set(on_stub) == set(attacks) | {"none", "worst"}
     # Same CPU kernels, but ops that autograd decomposes on a tensor subclass may round differently in the last bit.
-    assert on_stub == {name: pytest.approx(metrics, rel=1e-5, abs=1e-6) for name, metrics in on_cpu.items()}
+    numbers = lambda m: {k: v for k, v in m.items() if k not in ("flags", "checkpoints")}  # noqa: E731
+    assert {n: numbers(m) for n, m in on_stub.items()} == {n: pytest.approx(numbers(m), rel=1e-5, abs=1e-6) for n, m in on_cpu.items()}
+    assert {n: m["flags"] for n, m in on_stub.items()} == {n: m["flags"] for n, m in on_cpu.items()}
 
 
 @pytest.mark.parametrize("seeds", [0, (3, 4)])

@@ -62,7 +62,7 @@ def test_benchmark_without_encoders_uses_the_bundled_ones(tmp_path):
     cfg = BenchmarkConfig(tasks=["classification"], attacks=["embed", "pgd"], steps=2, max_eval_samples=8, num_train_samples=32,
                           head_epochs=1, num_examples=0, output_dir=str(tmp_path))
     records = run_benchmark(cfg)
-    assert {r["encoder"] for r in records} == set(bundled_encoders())
+    assert {r["encoder"] for r in records} == set(bundled_encoders()) | {"prior"}  # + the image-free prior row
     assert {r["attack"] for r in records} == {"none", "embed", "pgd"}
 
 

@@ -67,10 +67,10 @@ def window_fraction(p_init: float, step: int, steps: int) -> float:
 def ring_pattern(a: int, b: int) -> Tensor:
     """`η^(a, b)` `[a, b]` (module docstring), float32."""
     n = a // 2
-    weights = torch.tensor([1 / (n + 1 - k) ** 2 for k in range(n + 1)]).cumsum(0)  # [n + 1]
-    r, s = torch.arange(a)[:, None], torch.arange(b)[None, :]
+    weights = torch.tensor([1 / (n + 1 - k) ** 2 for k in range(n + 1)]).cumsum(0)  # [n + 1]  # cpu-ok: a small pattern, moved with .to(x)
+    r, s = torch.arange(a)[:, None], torch.arange(b)[None, :]  # cpu-ok: pattern indices
     m = n - torch.maximum((r - a // 2).abs(), (s - b // 2).abs())
-    return torch.where(m >= 0, weights[m.clamp(0, n)], torch.zeros(()))
+    return torch.where(m >= 0, weights[m.clamp(0, n)], torch.zeros(()))  # cpu-ok: pattern
 
 
 def split_pattern(h: int) -> Tensor:
@@ -95,8 +95,8 @@ class Draws:
     def ints(self, high: int, k: int) -> Tensor:
         """`[n, k]` int64 in `[0, high)`."""
         if len(self.gens) == 1:
-            return torch.randint(high, (self.n, k), generator=self.gens[0])
-        return torch.cat([torch.randint(high, (1, k), generator=g) for g in self.gens])
+            return torch.randint(high, (self.n, k), generator=self.gens[0])  # cpu-ok: CPU generators: device-independent draws
+        return torch.cat([torch.randint(high, (1, k), generator=g) for g in self.gens])  # cpu-ok: per-image CPU generators
 
     def signs(self, k: int) -> Tensor:
         return self.ints(2, k).float() * 2 - 1
@@ -204,7 +204,7 @@ class Square(Attack):
             return x + radius * draws.signs(c * w).view(b, c, 1, w).to(x)
         t = max(min(h, w) // 5, 3)
         tile = ring_pattern(t, t)
-        rows, cols = torch.arange(h), torch.arange(w)
+        rows, cols = torch.arange(h), torch.arange(w)  # cpu-ok: pattern indices, moved with .to(x)
         grid = tile[rows[:, None] % t, cols[None, :] % t]  # [H, W] pattern repeated
         signs = draws.signs(c * -(-h // t) * -(-w // t)).view(b, c, -(-h // t), -(-w // t))
         delta = grid * signs[:, :, rows // t][:, :, :, cols // t]  # [B, C, H, W]
@@ -215,7 +215,7 @@ class Square(Attack):
         """A random window per image: mask `[B, 1, H, W]` and its top-left corner (rows, cols) `[B]`."""
         h, w = x.shape[-2:]
         r, s = draws.ints(h - side + 1, 1)[:, 0], draws.ints(w - side + 1, 1)[:, 0]
-        ar, ac = torch.arange(h), torch.arange(w)
+        ar, ac = torch.arange(h), torch.arange(w)  # cpu-ok: window masks, moved to x's device below
         in_r = (ar[None] >= r[:, None]) & (ar[None] < r[:, None] + side)
         in_c = (ac[None] >= s[:, None]) & (ac[None] < s[:, None] + side)
         return (in_r[:, None, :, None] & in_c[:, None, None, :]).to(x.device), r, s
@@ -233,9 +233,9 @@ class Square(Attack):
         eta = split_pattern(side)
         flip = draws.ints(2, 1)[:, 0].bool()  # transpose the pattern for these images
         pattern = torch.where(flip.view(-1, 1, 1), eta.T, eta)  # [B, side, side]
-        ri = (torch.arange(h)[None] - r1[:, None]).clamp(0, side - 1)  # [B, H] row inside the window
-        ci = (torch.arange(w)[None] - s1[:, None]).clamp(0, side - 1)
-        placed = pattern[torch.arange(b)[:, None, None], ri[:, :, None], ci[:, None, :]][:, None].to(x) * m1  # [B, 1, H, W]
+        ri = (torch.arange(h)[None] - r1[:, None]).clamp(0, side - 1)  # [B, H] row inside the window # cpu-ok: host indices
+        ci = (torch.arange(w)[None] - s1[:, None]).clamp(0, side - 1)  # cpu-ok: host indices
+        placed = pattern[torch.arange(b)[:, None, None], ri[:, :, None], ci[:, None, :]][:, None].to(x) * m1  # [B, 1, H, W] # cpu-ok: built on the host, moved
         rho = draws.signs(c).view(b, c, 1, 1).to(x)
         nu = x_adv - x
         unused = (radius**2 - _norm(nu).square()).clamp_min(0)  # [B]

@@ -149,8 +149,20 @@ class SSLHeadPreTrainedModel(PreTrainedModel):
             if config.encoder_reference:
                 hub = {k: kwargs[k] for k in ("cache_dir", "local_files_only", "token") if k in kwargs}
                 kwargs["encoder"] = _referenced_backbone(config, **hub)
+        given = kwargs.get("encoder")
+        # A given (lean) backbone is loaded already; `from_pretrained`'s initialisation of what the head's
+        # checkpoint lacks would leave its non-persistent buffers (CLIP's position ids, DINOv3's RoPE) as
+        # uninitialised memory: keep their loaded values and put them back.
+        buffers = {n: b.detach().clone() for n, b in given.named_buffers()} if isinstance(given, nn.Module) else {}
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
+        if buffers:
+            backbone = getattr(model.encoder, "backbone", model.encoder)
+            prefix = "backbone." if isinstance(given, PixelEncoder) else ""
+            with torch.no_grad():
+                for name, value in buffers.items():
+                    if name.startswith(prefix):
+                        backbone.get_buffer(name[len(prefix):]).copy_(value)
         freeze_encoder(model.encoder)
         return loaded
 
