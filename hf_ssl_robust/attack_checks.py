@@ -9,7 +9,7 @@ t(x) and t(x'), and build a linear head *for that image* that reads the projecti
 
 and is right at x but wrong wherever p > τ (so at x'):
 
-* classification: logits `[0, s(p − τ), −s, −s]`, label 0: wrong iff p > τ;
+* classification: logits `[0, s(p − τ), −s, −s] + s` (the shift changes no softmax), label 0: wrong iff p > τ;
 * segmentation: per patch token the same two logits (+ a third, −s), upsampled bilinearly to the
   input like the real head, mask 0 everywhere: a pixel is wrong iff its upsampled p > τ;
 * depth: `log d̂ = log d + c·σ·p` with p upsampled bilinearly and σ a random sign per token
@@ -85,7 +85,10 @@ class PlantedModel(nn.Module):
         p = self.projection(pixels)
         z1 = LOGIT_SCALE * (p - TAU)
         zero, low = torch.zeros_like(z1), torch.full_like(z1, -LOGIT_SCALE)
-        return torch.stack([zero, z1, low] + ([low] if self.task == "classification" else []), dim=1)
+        # + s on every logit: softmax, argmax and every logit difference are unchanged, but the correct
+        # logit is no longer exactly 0, which would leave a normalised-logit loss (SEA's spherical:
+        # z_y / ‖z‖) flat at 0 whatever the input, and the attack on it blind.
+        return torch.stack([zero, z1, low] + ([low] if self.task == "classification" else []), dim=1) + LOGIT_SCALE
 
     def found(self, adv: Tensor, target: Tensor) -> Tensor:
         """`[B]` share of each image's units (1 for an image, pixels for dense tasks) that are wrong at `adv`."""

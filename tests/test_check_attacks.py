@@ -62,3 +62,12 @@ def test_cli__check_attacks_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "| classification | PGD | 1.00 | 0.90 | ok |" in out and "share wrong at x / at the planted x'" in out
     assert cli_main(["check-attacks", "--tasks", "nope"]) == 2 and "Unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_check_attacks__scale_invariant_logit_losses_see_the_planted_head(bundled):
+    """SEA's spherical loss (the correct logit over the logits' norm) is flat when the correct logit is
+    exactly 0: the planted head shifts every logit by the same constant (no softmax changes) so that
+    this loss too has a gradient. Before the shift APGD-mSph found 0.00 of the planted examples."""
+    rows = check_attacks(bundled, tasks=["segmentation"], attacks=["apgd:masked_spherical"], num_images=4)
+    (row,) = rows
+    assert row["clean_wrong"] == 0 and row["planted"] == 1 and row["passed"], row
