@@ -41,7 +41,7 @@ from .results import display_name, format_eps, markdown_tables, parse_eps, plot_
 from .sizes import encoder_family, resolve_input_size
 from .tasks import TASKS, get_task
 from .training import TrainHeadConfig, head_key, train_head
-from .validation import benchmark_problems, cells, raise_problems
+from .validation import benchmark_problems, cells, describe_encoder, raise_problems
 
 logger = get_logger(__name__)
 
@@ -394,7 +394,7 @@ def _prior_records(cfg, dataset, task_name, identities, accelerator, out) -> lis
     if cfg.priors == "no" or (cfg.priors == "auto" and spec.source != "synthetic"):
         return []
     first = next(iter(identities))
-    size = resolve_input_size(_family_of(first), spec, cfg.image_size).size
+    size = resolve_input_size(describe_encoder(first).family, spec, cfg.image_size).size  # validated before the run
     key = dict(encoder=PRIOR_ENCODER, task=task_name, dataset=dataset, image_size=size, seed=cfg.seed, version=__version__,
                num_train_samples=cfg.num_train_samples, max_eval_samples=cfg.max_eval_samples, data_dir=cfg.data_dirs.get(dataset))
     path = out / "cells" / f"prior-{dataset}-{task_name}-{_digest(key)}.json"
@@ -411,20 +411,6 @@ def _prior_records(cfg, dataset, task_name, identities, accelerator, out) -> lis
             write_json(path, {"key": key, "records": records})
         accelerator.wait_for_everyone()
     return json.loads(path.read_text())["records"]
-
-
-def _family_of(encoder_name: str) -> str | None:
-    """The sizes table's family of an encoder, from its config alone (None when it cannot be read)."""
-    from transformers import AutoConfig
-
-    from .encoders import resolve_encoder_name
-    from .families import get_family
-
-    try:
-        config = AutoConfig.from_pretrained(resolve_encoder_name(encoder_name))
-        return encoder_family(get_family(config).backbone_config(config))
-    except (OSError, ValueError):
-        return None
 
 
 def _dedupe_clean(records: list[dict]) -> list[dict]:

@@ -96,33 +96,30 @@ def min_across_processes(value: int, accelerator) -> int:
     return int(accelerator.gather(t).min())
 
 
-class _GlobalBatchNorm(nn.Module):
-    """Replaces `bn.forward` in training mode: statistics over every process's batch."""
+def _global_batchnorm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """`bn` in training mode with statistics over every process's batch."""
+    from torch.distributed.nn.functional import all_reduce
 
-    @staticmethod
-    def forward(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
-        from torch.distributed.nn.functional import all_reduce
-
-        dims = [0, *range(2, x.ndim)]
-        count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float64)
-        stats = torch.cat([x.sum(dims).double(), (x.double() ** 2).sum(dims), count])
-        stats = all_reduce(stats)  # differentiable: gradients flow back through every process's share
-        c = x.shape[1]
-        total = stats[-1]
-        mean = stats[:c] / total
-        var = (stats[c : 2 * c] / total - mean**2).clamp_min(0)
-        if bn.track_running_stats and bn.running_mean is not None:
-            with torch.no_grad():
-                bn.num_batches_tracked.add_(1)
-                m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                unbiased = var * total / (total - 1).clamp_min(1)
-                bn.running_mean.mul_(1 - m).add_(m * mean.to(bn.running_mean.dtype))
-                bn.running_var.mul_(1 - m).add_(m * unbiased.to(bn.running_var.dtype))
-        shape = [1, c] + [1] * (x.ndim - 2)
-        y = (x - mean.to(x.dtype).view(shape)) / torch.sqrt(var.to(x.dtype).view(shape) + bn.eps)
-        if bn.affine:
-            y = y * bn.weight.view(shape) + bn.bias.view(shape)
-        return y
+    dims = [0, *range(2, x.ndim)]
+    count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float64)
+    stats = torch.cat([x.sum(dims).double(), (x.double() ** 2).sum(dims), count])
+    stats = all_reduce(stats)  # differentiable: gradients flow back through every process's share
+    c = x.shape[1]
+    total = stats[-1]
+    mean = stats[:c] / total
+    var = (stats[c : 2 * c] / total - mean**2).clamp_min(0)
+    if bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            unbiased = var * total / (total - 1).clamp_min(1)
+            bn.running_mean.mul_(1 - m).add_(m * mean.to(bn.running_mean.dtype))
+            bn.running_var.mul_(1 - m).add_(m * unbiased.to(bn.running_var.dtype))
+    shape = [1, c] + [1] * (x.ndim - 2)
+    y = (x - mean.to(x.dtype).view(shape)) / torch.sqrt(var.to(x.dtype).view(shape) + bn.eps)
+    if bn.affine:
+        y = y * bn.weight.view(shape) + bn.bias.view(shape)
+    return y
 
 
 @contextlib.contextmanager
@@ -138,7 +135,7 @@ def synced_batchnorm(model: nn.Module, world: int):
             original = module.forward
 
             def forward(x, bn=module, original=original):
-                return _GlobalBatchNorm.forward(bn, x) if bn.training else original(x)
+                return _global_batchnorm(bn, x) if bn.training else original(x)
 
             module.forward = forward
             patched.append(module)

@@ -93,13 +93,11 @@ def _hub_identity(name: str, repo_id: str, revision: str | None) -> EncoderIdent
 
     commit = _resolve_commit(repo_id, revision)
     weights_sha = None
-    if commit is not None:
-        for filename in ("model.safetensors",):
-            cached = try_to_load_from_cache(repo_id, filename, revision=commit)
-            if isinstance(cached, str) and os.path.islink(cached):
-                weights_sha = Path(os.readlink(cached)).name  # the blob is named by its LFS sha256
-            elif isinstance(cached, str):
-                weights_sha = file_sha256(cached)
+    cached = try_to_load_from_cache(repo_id, "model.safetensors", revision=commit) if commit is not None else None
+    if isinstance(cached, str) and os.path.islink(cached):
+        weights_sha = Path(os.readlink(cached)).name  # the blob is named by its LFS sha256
+    elif isinstance(cached, str):
+        weights_sha = file_sha256(cached)
     return EncoderIdentity(name=name, source=repo_id, kind="hub", revision=commit, weights_sha256=weights_sha,
                            fingerprint=_digest("hub", repo_id, commit or revision or "main"))
 
