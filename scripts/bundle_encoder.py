@@ -5,7 +5,7 @@
         --results outputs/benchmark/results.json
 
 Only what loading needs travels (`config.json`, `model.safetensors`) plus how it was made:
-`training_args.json` of `scripts/pretrain_tiny.py` or `deacl_config.json` of `hf-ssl-robust deacl`.
+`training_args.json` of `hf_ssl_robust.pretraining` or `deacl_config.json` of `hf-ssl-robust deacl`.
 An image processor (`preprocessor_config.json`, from the config: `hf_ssl_robust.processing`) is
 written next to them, so that `transformers.pipeline("image-feature-extraction", model=folder)` works.
 The card (README.md) is rendered from those files, never typed by
@@ -31,7 +31,7 @@ VIT_ONLY = ("local_size", "num_local", "patch_size", "hidden_size", "layers", "h
 
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("source", help="encoder folder written by scripts/pretrain_tiny.py or hf-ssl-robust deacl")
+    p.add_argument("source", help="encoder folder written by hf_ssl_robust.pretraining or hf-ssl-robust deacl")
     p.add_argument("name", help="bundled name, e.g. shapes-resnet-tiny")
     p.add_argument("--results", default=None, help="results.json of a benchmark, for the card's tables")
     p.add_argument("--dest", default=str(ASSETS_DIR), help="assets folder (default: the package's)")
@@ -64,7 +64,7 @@ def main(argv=None) -> Path:
                       "its geometry and redraw its whole appearance (no labels, masks or depth)")
         else:
             recipe = "DINO self-distillation" + (" + iBOT masked-patch loss" if made.get("ibot_weight", 0) > 0 else "")
-        training = {"recipe": f"{recipe} (scripts/pretrain_tiny.py)", **made}
+        training = {"recipe": f"{recipe} (hf_ssl_robust.pretraining)", **made}
     card = render_encoder_card(dest, args.results, repo_id=f"hf-ssl-robust/{args.name}", training=training, bundled_name=args.name)
     if args.limitation:  # a known weakness of this particular encoder, said up front
         card.text = card.text.replace("## Limitations\n\n", "## Limitations\n\n" + "".join(f"- {t}\n" for t in args.limitation), 1)

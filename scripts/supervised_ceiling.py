@@ -1,9 +1,10 @@
 """How learnable is ShapesWorld for a tiny ViT? Train the embedded default's architecture *supervised*.
 
-A ceiling for the self-supervised pretraining of `scripts/pretrain_tiny.py`: the same
+A ceiling for the self-supervised pretraining of `hf_ssl_robust.pretraining`: the same
 `Dinov2Model` (hidden 128, 4 layers, patch 8, 64² input) plus a linear layer on the CLS token,
-trained with cross-entropy on freshly rendered ShapesWorld scenes and scored on the test split
-every `--eval_every` steps. If supervised training needs N scenes to reach an accuracy, DINO
+trained with cross-entropy on freshly rendered ShapesWorld scenes (their own stream,
+`scene_streams()["supervised_ceiling"]`), scored on the validation split every `--eval_every` steps and once,
+after the last step, on the test split (nothing is chosen from it). If supervised training needs N scenes to reach an accuracy, DINO
 needs at least as many.
 
     python scripts/supervised_ceiling.py --steps 1200          # 2 CPU cores: ~5.5 min, 77k scenes
@@ -21,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import Dinov2Config, Dinov2Model, ResNetConfig, ResNetModel
 
 from hf_ssl_robust.data import make_dataloader
-from hf_ssl_robust.data.synthetic import render_scenes
+from hf_ssl_robust.data.synthetic import render_scenes, scene_streams
 from hf_ssl_robust.encoders import IMAGENET_MEAN, IMAGENET_STD
 from hf_ssl_robust.results import write_json
 
@@ -55,8 +54,7 @@ def main(argv=None) -> list[dict]:
                               num_attention_heads=2, mlp_ratio=4, layerscale_value=0.1)
         vit = Dinov2Model(config)
         if args.patch_init == "whiten":
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from pretrain_tiny import whiten_on_shapes
+            from hf_ssl_robust.pretraining import whiten_on_shapes
 
             whiten_on_shapes(vit, args.image_size, args.seed)
         backbone = lambda pixels: vit(pixel_values=pixels).last_hidden_state[:, 0]  # noqa: E731
@@ -77,24 +75,24 @@ def main(argv=None) -> list[dict]:
     params = [p for m in modules + [head] for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    test = list(make_dataloader("shapes", "test", task="classification", batch_size=256, num_samples=args.num_eval,
-                                image_size=args.image_size))
+    splits = {split: list(make_dataloader("shapes", split, task="classification", batch_size=256, num_samples=args.num_eval,
+                                          image_size=args.image_size)) for split in ("validation", "test")}
 
     def logits(x):
         return head(backbone((x - mean) / std))
 
-    def accuracy() -> float:
+    def accuracy(split: str) -> float:
         for m in modules:
             m.eval()  # the ResNet's batch norm uses its running statistics
         with torch.no_grad():
-            hits = sum((logits(b["pixel_values"]).argmax(-1) == b["labels"]).sum().item() for b in test)
+            hits = sum((logits(b["pixel_values"]).argmax(-1) == b["labels"]).sum().item() for b in splits[split])
         for m in modules:
             m.train()
-        return hits / sum(len(b["labels"]) for b in test)
+        return hits / sum(len(b["labels"]) for b in splits[split])
 
     curve, start = [], time.time()
     for step in range(args.steps):
-        scenes = render_scenes(args.batch_size, args.image_size, seed=args.seed + 7, start=step * args.batch_size)
+        scenes = render_scenes(args.batch_size, args.image_size, seed=scene_streams(args.seed)["supervised_ceiling"], start=step * args.batch_size)
         x = scenes["pixel_values"]
         flip = torch.rand(x.shape[0]) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -106,12 +104,15 @@ def main(argv=None) -> list[dict]:
         optimizer.step()
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             row = {"step": step + 1, "scenes": (step + 1) * args.batch_size, "loss": round(loss.item(), 4),
-                   "test_accuracy": round(accuracy(), 4), "seconds": round(time.time() - start, 1)}
+                   "validation_accuracy": round(accuracy("validation"), 4), "seconds": round(time.time() - start, 1)}
             curve.append(row)
             print(json.dumps(row), flush=True)
+    result = {"args": vars(args), "curve": curve, "test_accuracy": round(accuracy("test"), 4),
+              "test_scenes": sum(len(b["labels"]) for b in splits["test"]), "minutes": round((time.time() - start) / 60, 2)}
+    print(json.dumps({"test_accuracy": result["test_accuracy"]}), flush=True)
     if args.output:
-        write_json(args.output, curve)
-    return curve
+        write_json(args.output, result)
+    return result
 
 
 if __name__ == "__main__":

@@ -93,10 +93,12 @@ def test_embedding_shift_script(tiny_dinov2_path, tmp_path):
 def test_supervised_ceiling_script_writes_its_curve(tmp_path, model):
     """scripts/supervised_ceiling.py: evaluates on schedule, accuracies are fractions, the JSON matches."""
     supervised_ceiling = load_script("supervised_ceiling")
-    curve = supervised_ceiling.main(["--steps", "4", "--batch_size", "8", "--eval_every", "2", "--num_eval", "16",
-                                     "--image_size", "32", "--output", str(tmp_path / "curve.json"), *model])
-    assert [r["step"] for r in curve] == [2, 4] and all(0 <= r["test_accuracy"] <= 1 for r in curve)
-    assert json.loads((tmp_path / "curve.json").read_text()) == curve
+    result = supervised_ceiling.main(["--steps", "4", "--batch_size", "8", "--eval_every", "2", "--num_eval", "16",
+                                      "--image_size", "32", "--output", str(tmp_path / "curve.json"), *model])
+    curve = result["curve"]
+    assert [r["step"] for r in curve] == [2, 4] and all(0 <= r["validation_accuracy"] <= 1 for r in curve)
+    assert "test_accuracy" not in curve[0] and 0 <= result["test_accuracy"] <= 1 and result["test_scenes"] == 16
+    assert json.loads((tmp_path / "curve.json").read_text())["curve"] == curve
 
 
 def test_whitened_patch_embedding_decorrelates_patches():
@@ -106,7 +108,7 @@ def test_whitened_patch_embedding_decorrelates_patches():
 
     from hf_ssl_robust.data.synthetic import render_scenes
 
-    pretrain = load_script("pretrain_tiny")
+    import hf_ssl_robust.pretraining as pretrain
     config = Dinov2Config(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
     backbone = Dinov2Model(config)
 
@@ -128,7 +130,7 @@ def test_whitened_patch_embedding_decorrelates_patches():
 def test_pretrain_tiny_saves_an_automodel_encoder_and_resumes(tmp_path, capsys):
     """A few DINO steps of scripts/pretrain_tiny.py end in a loadable Dinov2Model; --resume continues from
     the last checkpoint instead of starting over."""
-    pretrain = load_script("pretrain_tiny")
+    import hf_ssl_robust.pretraining as pretrain
     args = ["--arch", "vit", "--output_dir", str(tmp_path), "--image_size", "32", "--local_size", "16", "--num_local", "1",
             "--hidden_size", "32", "--layers", "1", "--heads", "2", "--out_dim", "16", "--batch_size", "4",
             "--warmup_steps", "1", "--checkpoint_every", "2", "--patch_init", "whiten"]
@@ -148,7 +150,7 @@ def test_pretrain_tiny_saves_an_automodel_encoder_and_resumes(tmp_path, capsys):
 def test_pretrain_tiny_renders_the_same_batches_in_dataloader_workers(tmp_path):
     """--num_workers 2 (scenes rendered in worker processes, as on a GPU) trains exactly what one process
     does: every step's views and mask depend only on (seed, step, rank)."""
-    pretrain = load_script("pretrain_tiny")
+    import hf_ssl_robust.pretraining as pretrain
     args = ["--arch", "vit", "--image_size", "32", "--local_size", "16", "--num_local", "1", "--hidden_size", "32", "--layers", "1",
             "--heads", "2", "--out_dim", "16", "--batch_size", "4", "--warmup_steps", "1", "--max_steps", "3",
             "--checkpoint_every", "0"]
@@ -166,7 +168,7 @@ def test_pretrain_tiny_resnet_saves_probes_and_resumes(tmp_path, capsys):
     """--arch resnet (geometry InfoNCE + dense InfoNCE): an AutoModel-loadable ResNetModel, a random-init probe
     line before training and one at the end, --stop_after_steps stops early and --resume continues from the
     last checkpoint."""
-    pretrain = load_script("pretrain_tiny")
+    import hf_ssl_robust.pretraining as pretrain
     args = RESNET_ARGS + ["--output_dir", str(tmp_path), "--checkpoint_every", "2", "--probe_scenes", "32",
                           "--probe_every_minutes", "60"]
     pretrain.main(args + ["--max_steps", "4", "--stop_after_steps", "2"])  # stops at 2 on the 4-step schedule
@@ -185,11 +187,15 @@ def test_pretrain_tiny_resnet_saves_probes_and_resumes(tmp_path, capsys):
     assert [r["step"] for r in probes] == [0, 2, 4]  # random init, end of the first run, end of the resumed one
     assert [r["step"] for r in log if "loss" in r] == [2, 4]  # each run's last losses, though shorter than 20 steps
     assert all(0 <= r["probe_accuracy"] <= 1 and 0 <= r["probe_miou"] <= 1 and r["probe_depth_rmse"] > 0 for r in probes)
+    before = (tmp_path / "training_log.jsonl").read_text(), (tmp_path / "model.safetensors").read_bytes()
+    pretrain.main(args + ["--max_steps", "4", "--resume"])  # a finished run: the same command again changes nothing
+    assert "nothing to do" in capsys.readouterr().out
+    assert ((tmp_path / "training_log.jsonl").read_text(), (tmp_path / "model.safetensors").read_bytes()) == before
 
 
 def test_pretrain_tiny_resnet_pairs_are_the_same_in_dataloader_workers(tmp_path):
     """The ResNet recipe's crops come from (seed, step): 0 and 2 DataLoader workers train the same weights."""
-    pretrain = load_script("pretrain_tiny")
+    import hf_ssl_robust.pretraining as pretrain
     args = RESNET_ARGS + ["--max_steps", "3", "--checkpoint_every", "0", "--probe_every_minutes", "0",
                           "--pool_cache", str(tmp_path / "pool")]
     for workers in ("0", "2"):
@@ -204,7 +210,7 @@ def test_dense_loss_matches_the_same_scene_point_in_both_views():
     boxes, the same pair does not."""
     import torch.nn.functional as F
 
-    pretrain = load_script("pretrain_tiny")
+    import hf_ssl_robust.pretraining as pretrain
     torch.manual_seed(0)
     image = F.interpolate(torch.randn(4, 16, 6, 6), size=(48, 48), mode="bilinear", align_corners=False)  # smooth features
     boxes_a, boxes_b = (pretrain.crop_boxes(4, (0.4, 0.6), torch.Generator().manual_seed(s)) for s in (1, 2))
@@ -254,3 +260,27 @@ def test_make_embedded_default__every_step_runs_at_toy_size(tmp_path):
         assert (copy / "docs" / "embedded_default" / name).is_file(), name
     check = subprocess.run([sys.executable, "scripts/readme_results.py", "--check"], cwd=copy, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr  # README's block is the new run's
+
+
+def test_scene_streams_are_disjoint():
+    """Every step of make_embedded_default.sh renders from its own ShapesWorld stream: the streams are distinct,
+    no two share a single scene over the index ranges the steps use (each scene's generator is seeded by
+    (stream, index)), and the pretraining probes score validation scenes, never the benchmark's test ones."""
+    import hf_ssl_robust.pretraining as pretrain
+    from hf_ssl_robust.data.loading import DEFAULT_SHAPES_SAMPLES
+    from hf_ssl_robust.data.synthetic import _mix, make_shapes_dataset, render_scenes, scene_streams
+
+    streams = scene_streams()
+    assert len(set(streams.values())) == len(streams)
+    used = {"pretraining": 65536, "whitening": 512, "probe_train": 2048, "supervised_ceiling": 1200 * 64,
+            "train": 4096, "validation": DEFAULT_SHAPES_SAMPLES["validation"], "test": DEFAULT_SHAPES_SAMPLES["test"]}
+    seen: dict[int, str] = {}
+    for name, count in used.items():
+        for i in range(count):
+            key = _mix(streams[name], i)
+            assert seen.setdefault(key, name) == name, f"{name} scene {i} is also a {seen[key]} scene"
+    probes = pretrain.probe_data(32, 8, seed=0)
+    validation = make_shapes_dataset(2, 32, split="validation")
+    assert probes["validation"]["labels"][:2].tolist() == validation["label"]
+    assert torch.equal(probes["train"]["labels"], render_scenes(8, 32, seed=streams["probe_train"])["labels"])
+    assert not torch.equal(probes["validation"]["pixel_values"][:2], render_scenes(2, 32, seed=streams["test"])["pixel_values"])

@@ -412,7 +412,7 @@ class ShapesTensorDataset(UnifiedDataset):
         split = spec.split_name(split)
         if split not in synthetic._SPLITS:
             raise ValueError(f"Unknown ShapesWorld split {split!r}; available: {sorted(synthetic._SPLITS)}")
-        stream = synthetic._mix(seed, 0x5EED, synthetic._SPLITS[split])  # the stream make_shapes_dataset uses
+        stream = synthetic.split_seed(split, seed)  # the stream make_shapes_dataset uses
         scenes = synthetic.render_scenes(num_samples, image_size or spec.image_size, seed=stream, start=0)
         self.pixel_values = (scenes["pixel_values"] * 255).round().to(torch.uint8)
         self.target = {"classification": scenes["labels"], "segmentation": scenes["mask"], "depth": scenes["depth"]}[spec.task]

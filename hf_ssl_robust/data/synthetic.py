@@ -126,6 +126,32 @@ def _mix(*values: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
+def split_seed(split: str, seed: int = 0) -> int:
+    """The stream seed of ShapesWorld's ``train`` / ``validation`` / ``test`` split (``make_shapes_dataset``)."""
+    if split not in _SPLITS:
+        raise ValueError(f"Unknown split {split!r}; available: {sorted(_SPLITS)}")
+    return _mix(seed, 0x5EED, _SPLITS[split])
+
+
+def scene_streams(seed: int = 0) -> dict[str, int]:
+    """Every ShapesWorld stream the embedded default's steps render from, by use, as ``render_scenes`` seeds.
+
+    Each step of ``scripts/make_embedded_default.sh`` reads only its own streams: pretraining renders its
+    view pairs from ``pretraining`` (and the ViT recipe's whitening scenes from ``whitening``); its frozen
+    probes train on ``probe_train`` and are scored on the ``validation`` split; the benchmark's heads and
+    DeACL train on ``train``, heads are stopped on a hold-out of ``train``; the supervised ceiling trains on
+    ``supervised_ceiling``; only the benchmark's scores read ``test``. A scene is a pure function of
+    (stream seed, index), and ``tests/test_embedded_default.py`` checks that the streams share no scene.
+    """
+    return {
+        "pretraining": seed,
+        "whitening": seed + 0x3117E,
+        "probe_train": seed + 0x9B0BE,
+        "supervised_ceiling": seed + 7,
+        **{split: split_seed(split, seed) for split in _SPLITS},
+    }
+
+
 @functools.lru_cache(maxsize=8)
 def _noise_bank(size: int) -> torch.Tensor:
     """A fixed i.i.d. Gaussian sequence; each sample takes a contiguous window at its own offset."""
@@ -410,8 +436,7 @@ def make_shapes_dataset(num_samples: int, image_size: int | tuple[int, int] = 64
     import datasets
     from PIL import Image
 
-    if split not in _SPLITS:
-        raise ValueError(f"Unknown split {split!r}; available: {sorted(_SPLITS)}")
+    seed = split_seed(split, seed)  # raises on an unknown split
     height, width = _size(image_size)
     features = datasets.Features(
         {
@@ -421,7 +446,7 @@ def make_shapes_dataset(num_samples: int, image_size: int | tuple[int, int] = 64
             "depth": datasets.Array2D(shape=(height, width), dtype="float32"),
         }
     )
-    batch = render_scenes(num_samples, (height, width), seed=_mix(seed, 0x5EED, _SPLITS[split]))
+    batch = render_scenes(num_samples, (height, width), seed=seed)
     pixels = (batch["pixel_values"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     columns = {
         "image": [Image.fromarray(a, mode="RGB") for a in pixels],
