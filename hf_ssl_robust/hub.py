@@ -198,7 +198,9 @@ def _training_rows(cfg: dict) -> list[tuple[str, str]]:
         ("Objective", f"`{g('objective')}`"),
         ("Threat model", f"L∞, ε = {format_eps(eps)} (pixels in [0, 1])"),
         ("Inner attack", f"{g('attack_steps')} PGD steps of {format_eps(float(step)) if step is not None else 'ε/4'}, "
-         f"maximising 1 − cos(f_R(x_adv), f(x)), generated on the {g('attack_on')}"),
+         f"maximising 1 − cos(f_R(x_adv), f(x)) on the CLS token"
+         + (f" plus {g('dense_weight')} × its mean over patch tokens" if g("objective") == "dense" else "")
+         + f", generated on the {g('attack_on')}"),
         ("Optimiser", f"SGD, lr {g('lr')}, momentum {g('momentum')}, weight decay {g('weight_decay')}"),
     ]
     if g("total_steps") is not None:
@@ -337,7 +339,8 @@ def render_encoder_card(
         deacl=deacl is not None, training_rows=rows, free_training=free_training,
         train_eps=format_eps(eps) if eps is not None else None, synthetic=synthetic,
         tables=markdown_tables(table_records).strip() if table_records else None,
-        eval_note=_eval_note(all_records), encoders_in_tables=sorted({display_name(r["encoder"]) for r in table_records}),
+        eval_note=_eval_note(all_records),
+        encoders_in_tables=sorted({display_name(r["encoder"]) for r in table_records if r["encoder"] != "prior"}),
         results_dataset=results_dataset, install_line=INSTALL_LINE, bundled_name=bundled_name, source_url=SOURCE_URL,
     )  # fmt: skip
 

@@ -186,45 +186,11 @@ def _ordered(values: Iterable[str]) -> list[str]:
 
 
 def plot_robustness_curves(records: Sequence[dict], path: str | os.PathLike, metrics: dict[str, str] | None = None) -> Path | None:
-    """One panel per task: primary metric against ε for every (encoder, dataset, attack)."""
-    import matplotlib
+    """One panel per task: grouped bars at one ε, or curves where every attack ran at >= 3 radii
+    (`hf_ssl_robust.plots.plot_robustness`)."""
+    from .plots import plot_robustness
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = {**{t: m for t, (_, m) in TASK_TABLES.items()}, **(metrics or {})}
-    tasks = [t for t in _ordered(r["task"] for r in records) if any(r["metric"] == metrics.get(t) for r in records)]
-    if not tasks:
-        return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False)
-    names = encoder_names(records)
-    for ax, task in zip(axes[0], tasks):
-        metric = metrics[task]
-        rows = [r for r in records if r["task"] == task and r["metric"] == metric]
-        for dataset in _ordered(r["dataset"] for r in rows):
-            for encoder in _ordered(r["encoder"] for r in rows if r["dataset"] == dataset):
-                mine = [r for r in rows if r["dataset"] == dataset and r["encoder"] == encoder]
-                if encoder == "prior":  # image-free: one value whatever the attack
-                    ax.axhline(mine[0]["value"], color="0.4", ls="--", lw=1.0, label=f"image-free prior ({dataset})")
-                    continue
-                clean = [r["value"] for r in mine if r["attack"] == "none"]
-                for attack in sorted({r["attack"] for r in mine if r["attack"] != "none"}, key=_attack_order):
-                    pts = sorted((float(r["eps"]), r["value"]) for r in mine if r["attack"] == attack)
-                    if clean:
-                        pts = [(0.0, clean[-1])] + pts
-                    xs = [e * 255 for e, _ in pts]
-                    style = {"embed": "-o", "worst": "-D"}.get(attack, ":^" if attack.startswith("apgd") else "--s")
-                    ax.plot(xs, [v for _, v in pts], style, ms=4, lw=2.2 if attack == "worst" else 1.2,
-                            label=f"{names[encoder]} · {attack_title(attack)}")
-        ax.set_title(f"{task} ({rows[0]['dataset'] if len({r['dataset'] for r in rows}) == 1 else 'all datasets'})")
-        ax.set_xlabel("ε (×1/255)")
-        ax.set_ylabel(metric + (" (lower is better)" if metric == "rmse" else ""))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return plot_robustness(records, path, metrics)
 
 
 def plot_examples(examples: dict, task, spec, eps: float, path: Path) -> None:

@@ -61,7 +61,9 @@ def main(argv=None) -> Path:
             made = {k: v for k, v in made.items() if k not in VIT_ONLY}
             recipe = ("InfoNCE (SimCLR-style) on the pooled token" + (" + dense InfoNCE on matched feature-map points"
                       if made.get("dense_weight", 0) > 0 else "") + ", between two renders of each ShapesWorld scene that share "
-                      "its geometry and redraw its whole appearance (no labels, masks or depth)")
+                      "its geometry and redraw its whole appearance (no labels, masks or depth enter; but the pairs are an oracle: "
+                      "they share the generator's exact latent geometry, hence the same labels, masks and depth by "
+                      "construction, privileged simulator knowledge that no photo collection offers)")
         else:
             recipe = "DINO self-distillation" + (" + iBOT masked-patch loss" if made.get("ibot_weight", 0) > 0 else "")
         training = {"recipe": f"{recipe} (hf_ssl_robust.pretraining)", **made}

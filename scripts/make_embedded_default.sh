@@ -88,7 +88,7 @@ cp "$OUT/$STD/training_log.jsonl" "$DOCS/pretraining_log.jsonl"
 cp "$OUT/$STD/training_args.json" "$DOCS/pretraining_args.json"
 cp "$OUT/$TWIN/log.jsonl" "$DOCS/deacl_log.jsonl"
 step figures python scripts/plot_pretraining.py "$DOCS/pretraining_log.jsonl" --output docs/embedded_default_pretraining.png
-step figures python scripts/plot_results.py "$DOCS/results.json" --output_dir "$DOCS"
+step figures python scripts/plot_results.py "$DOCS/results.json" "$DOCS/random_weights_results.json" --output "$DOCS/robustness.png"
 step figures python scripts/make_shapes_figure.py --output docs/shapesworld.png
 step figures python scripts/make_shapes_figure.py --view_pairs --output docs/view_pairs.png
 step readme python scripts/readme_results.py

@@ -245,6 +245,9 @@ def test_make_embedded_default__every_step_runs_at_toy_size(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "outputs")
     for name in ("hf_ssl_robust", "scripts", "docs", "model_cards", "space"):
         shutil.copytree(REPO / name, copy / name, ignore=ignore)
+    (copy / "docs" / "embedded_default" / "logs").mkdir(exist_ok=True)
+    for old in (copy / "docs" / "embedded_default" / "logs").iterdir():  # the committed run's logs: gone, so they must be rewritten
+        old.unlink()
     for name in ("README.md", "pyproject.toml"):
         shutil.copy(REPO / name, copy / name)
     before = (copy / "docs" / "embedded_default" / "results.json").read_text()
@@ -256,8 +259,16 @@ def test_make_embedded_default__every_step_runs_at_toy_size(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (copy / "docs" / "embedded_default" / "results.json").read_text() != before
     assert (copy / "hf_ssl_robust" / "assets" / "shapes-resnet-tiny" / "model.safetensors").read_bytes() != weights
-    for name in ("pretraining_log.jsonl", "random_weights_results.md", "supervised_ceiling_resnet.json", "run_info.json"):
-        assert (copy / "docs" / "embedded_default" / name).is_file(), name
+    docs = copy / "docs" / "embedded_default"
+    for name in ("pretraining_log.jsonl", "pretraining_args.json", "deacl_log.jsonl", "random_weights_results.md",
+                 "random_weights_run_info.json", "supervised_ceiling_resnet.json", "run_info.json", "robustness.png",
+                 "logs/pretraining.log", "logs/benchmark.log"):
+        assert (docs / name).is_file(), name
+    steps = [json.loads(line) for line in (docs / "logs" / "steps.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in steps} >= {"pretraining", "deacl", "benchmark", "random_weights", "supervised_ceiling", "figures"}
+    assert all(s["exit"] == 0 and s["seconds"] >= 0 for s in steps)
+    assert any(r["encoder"] == "prior" for r in json.loads((docs / "results.json").read_text()))
+    assert json.loads((copy / "docs" / "view_pairs.json").read_text())["view_pairs"]
     check = subprocess.run([sys.executable, "scripts/readme_results.py", "--check"], cwd=copy, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr  # README's block is the new run's
 

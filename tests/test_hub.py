@@ -388,3 +388,16 @@ def test_eval_results__flags_in_model_index_names_and_args():
     assert flagged.metric_name.endswith("[warning: not_converged]") and flagged.metric_args["flags"] == "not_converged"
     clean = next(r for r in results if r.metric_args["attack"] == "none")
     assert "warning" not in clean.metric_name and "flags" not in clean.metric_args
+
+
+@pytest.mark.parametrize("objective", ["cls", "dense"])
+def test_training_rows__inner_attack_names_the_patch_term_of_the_dense_objective(objective):
+    """The DeACL card's inner-attack row says what the attack maximises: with the dense objective the patch
+    tokens' term too (the loss row already did)."""
+    from hf_ssl_robust.hub import _training_rows
+
+    cfg = dict(DeACLConfig(encoder="e", dataset="shapes", objective=objective).to_dict(), total_steps=10, warmup_steps=1,
+               steps_per_epoch=5)
+    rows = dict(_training_rows(cfg))
+    assert ("patch tokens" in rows["Inner attack"]) == (objective == "dense")
+    assert ("patch tokens" in rows["Loss"]) == (objective == "dense")

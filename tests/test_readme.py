@@ -6,37 +6,38 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from test_embedded_default import load_script
+from hf_ssl_robust import embedded_report
 from hf_ssl_robust.benchmark import BenchmarkConfig, run_benchmark
 from hf_ssl_robust.encoders import ASSETS_DIR
 from hf_ssl_robust.results import display_name, format_eps, load_records
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "docs" / "embedded_default"
-readme_results = load_script("readme_results")
 
 
 def committed_records() -> list[dict]:
     return load_records(RESULTS_DIR / "results.json")
 
 
-def test_readme__tables_are_the_committed_results():
+@pytest.mark.parametrize("name", sorted(embedded_report.BLOCKS))
+def test_readme__blocks_are_the_committed_results(name):
     readme = (REPO / "README.md").read_text()
-    assert readme_results.readme_block(readme) == readme_results.render_block(RESULTS_DIR), (
-        "README's embedded-default tables differ from docs/embedded_default/: run python scripts/readme_results.py"
+    assert embedded_report.block(readme, name) == embedded_report.rendered(RESULTS_DIR)[name], (
+        f"README's embedded-default {name} block differs from docs/embedded_default/: run python scripts/readme_results.py"
     )
 
 
 def test_readme__check_mode_catches_an_edited_number(tmp_path):
     readme = (REPO / "README.md").read_text()
-    block = readme_results.readme_block(readme)
+    block = embedded_report.block(readme, "results")
     first = next(r for r in committed_records() if r["attack"] == "none" and r["metric"] == "accuracy")
     shown = f"{first['value']:.2f}"
     edited = block.replace(f"| {shown} |", f"| {float(shown) + 0.5:.2f} |", 1)
     assert edited != block
     (tmp_path / "README.md").write_text(readme.replace(block, edited))
-    assert readme_results.main(["--check", "--readme", str(tmp_path / "README.md")]) == 1
-    assert readme_results.main(["--check"]) == 0
+    check = ["--check", "--results_dir", str(RESULTS_DIR)]
+    assert embedded_report.main([*check, "--readme", str(tmp_path / "README.md")]) == 1
+    assert embedded_report.main([*check, "--readme", str(REPO / "README.md")]) == 0
 
 
 @pytest.mark.parametrize("card", sorted(p.name for p in ASSETS_DIR.iterdir() if (p / "README.md").is_file()))
