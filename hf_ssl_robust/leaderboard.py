@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .results import _attack_order, attack_title, display_name, format_eps
-from .uncertainty import half_width
+from .uncertainty import half_width, record_interval
 from .sharing import HIGHER_IS_BETTER, PRIMARY_METRIC, dedupe, protocol_of, read_source
 
 TASK_ORDER = {"classification": 0, "segmentation": 1, "depth": 2}
@@ -228,18 +228,6 @@ def board_table(board: Board, sort_by: str | None = None, descending: bool | Non
         present.sort(key=lambda row: (isinstance(row[k], str), row[k]), reverse=rev)
         rows = present + absent
     return headers, rows
-
-
-def record_interval(record: dict) -> list[float] | None:
-    """A record's `ci95` (`[low, high]`), from the record or, for a results dataset's row, its `extra` JSON; None when
-    it has none (results written before intervals)."""
-    interval = record.get("ci95")
-    if interval is None and record.get("extra"):
-        try:
-            interval = json.loads(record["extra"]).get("ci95")
-        except (TypeError, ValueError, AttributeError):
-            interval = None
-    return [float(v) for v in interval] if half_width(interval) is not None else None
 
 
 def _round(v):

@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .diagnostics import flag_legend, flag_marker
-from .uncertainty import NOT_SEPARATED_MARK, NOT_SEPARATED_NOTE, half_width
+from .uncertainty import NOT_SEPARATED_MARK, NOT_SEPARATED_NOTE, half_width, record_interval, record_separated
 
 RECORD_KEYS = ("encoder", "task", "dataset", "attack", "eps", "steps", "metric", "value", "num_samples")
 ATTACK_TITLES = {"none": "Clean", "embed": "EmbedAttack", "pgd": "PGD", "segpgd": "SegPGD", "depth_pgd": "DepthPGD",
@@ -124,13 +124,13 @@ def format_value(record: dict | None, metric: str) -> str:
     if record is None:
         return "–"
     text = _fmt(record["value"], metric)
-    width = half_width(record.get("ci95"))
+    width = half_width(record_interval(record))
     return text if width is None or text == "–" else f"{text} ± {_fmt(width, metric)}"
 
 
 def not_separated_marker(record: dict | None) -> str:
     """`" ≈"` for an attacked record whose value is not separated from clean by its interval, else empty."""
-    return NOT_SEPARATED_MARK if record is not None and record.get("separated_from_clean") is False else ""
+    return NOT_SEPARATED_MARK if record is not None and record_separated(record) is False else ""
 
 
 def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = None) -> str:
@@ -141,7 +141,7 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
     not separated from clean by the intervals (`separated_from_clean: false`) gets ` ≈` and a note."""
     metrics = {**{t: m for t, (_, m) in TASK_TABLES.items()}, **(metrics or {})}
     names = encoder_names(records)
-    blocks, flagged, close, intervals = [], set(), False, any(half_width(r.get("ci95")) is not None for r in records)
+    blocks, flagged, close, intervals = [], set(), False, any(record_interval(r) is not None for r in records)
     for task in _ordered(r["task"] for r in records):
         metric = metrics.get(task, "value")
         rows = [r for r in records if r["task"] == task and r["metric"] == metric]

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 
@@ -204,3 +205,25 @@ def interval_fields(metrics: Mapping, metric: str) -> dict:
     if separated is not None and "ci95" in out:
         out["separated_from_clean"] = bool(separated)
     return out
+
+
+def _from_record(record: Mapping, key: str):
+    """`record[key]`, or for a results dataset's row (`sharing.py`) the same key inside its `extra` JSON."""
+    if key in record:
+        return record[key]
+    try:
+        return json.loads(record.get("extra") or "{}").get(key)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def record_interval(record: Mapping) -> list[float] | None:
+    """A record's `ci95` (`[low, high]`), None when it has none (results written before intervals)."""
+    interval = _from_record(record, "ci95")
+    return [float(v) for v in interval] if half_width(interval) is not None else None
+
+
+def record_separated(record: Mapping) -> bool | None:
+    """A record's `separated_from_clean` (None for clean records and results written before intervals)."""
+    value = _from_record(record, "separated_from_clean")
+    return None if value is None else bool(value)

@@ -177,3 +177,12 @@ def test_run_benchmark__every_record_has_an_interval_and_eps_zero_is_not_separat
     assert load_records(tmp_path / "results.json") == records
     md = (tmp_path / "results.md").read_text()
     assert " ± " in md and NOT_SEPARATED_NOTE in md
+
+
+def test_markdown_tables__rows_of_a_results_dataset_show_the_interval_from_extra():
+    """`sharing.py` keeps fields without a Parquet column in `extra` (JSON): the dataset card's tables read it there."""
+    import json
+
+    rows = [dict(_record("none", 0.48), extra=json.dumps({"ci95": [0.42, 0.54]})),
+            dict(_record("pgd", 0.45), extra=json.dumps({"ci95": [0.39, 0.51], "separated_from_clean": False}))]
+    assert "| shapes | enc | 0.48 ± 0.06 | 0.45 ± 0.06 ≈ |" in markdown_tables(rows)
