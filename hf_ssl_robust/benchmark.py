@@ -41,6 +41,7 @@ from .results import display_name, format_eps, markdown_tables, parse_eps, plot_
 from .sizes import encoder_family, resolve_input_size
 from .tasks import TASKS, get_task
 from .training import TrainHeadConfig, head_key, train_head
+from .uncertainty import interval_fields
 from .validation import benchmark_problems, cells, describe_encoder, raise_problems
 
 logger = get_logger(__name__)
@@ -138,7 +139,7 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
     from . import __version__
 
     ident = ident or encoder_identity(encoder)
-    return dict(encoder=encoder, encoder_fingerprint=ident.fingerprint, version=__version__, cell_format=2,  # 2: flags
+    return dict(encoder=encoder, encoder_fingerprint=ident.fingerprint, version=__version__, cell_format=3,  # 2: flags, 3: ci95
                 task=task, dataset=dataset, eps=eps, steps=cfg.steps, step_size=cfg.attack_step_size(eps),
                 norm=cfg.norm, track_best=cfg.track_best, attacks=sorted(get_task(task).attacks(cfg.attacks, get_dataset_spec(dataset, task=task))),
                 square_queries=cfg.square_queries,
@@ -359,13 +360,13 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
                                 ignore_index=spec.ignore_index if spec.ignore_index is not None else 255,
                                 max_depth=float(spec.max_depth or 10.0))
     results = evaluate(model, loader, task, spec, attacks=attacks, accelerator=accelerator, desc=desc, on_batch=keep_examples,
-                       worst_case=cfg.worst_case, black_box=black_box)
+                       worst_case=cfg.worst_case, black_box=black_box, bootstrap_seed=cfg.seed)
     seconds = time.perf_counter() - start
     times["evaluate_s"] = seconds
     records = []
     for attack_name, metrics in results.items():
         for metric, value in metrics.items():
-            if metric in ("num_samples", "num_scored", "flags", "checkpoints", "zero_gradient_share"):
+            if metric in ("num_samples", "num_scored", "flags", "checkpoints", "zero_gradient_share", "ci95", "separated_from_clean"):
                 continue
             records.append(dict(
                 encoder=key["encoder"], encoder_id=ident.source or ident.name, encoder_fingerprint=ident.fingerprint, task=task.name, dataset=spec.name, attack=attack_name,
@@ -374,6 +375,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
                 metric=metric, value=value, num_samples=metrics["num_samples"], seconds=round(seconds, 2),
                 flags=list(metrics.get("flags", [])), checkpoints=metrics.get("checkpoints", {}),
                 **({"zero_gradient_share": metrics["zero_gradient_share"]} if "zero_gradient_share" in metrics else {}),
+                **interval_fields(metrics, metric),
             ))
     if accelerator.is_main_process:
         t0 = time.perf_counter()
@@ -395,18 +397,18 @@ def _prior_records(cfg, dataset, task_name, identities, accelerator, out) -> lis
         return []
     first = next(iter(identities))
     size = resolve_input_size(describe_encoder(first).family, spec, cfg.image_size).size  # validated before the run
-    key = dict(encoder=PRIOR_ENCODER, task=task_name, dataset=dataset, image_size=size, seed=cfg.seed, version=__version__,
+    key = dict(encoder=PRIOR_ENCODER, task=task_name, dataset=dataset, image_size=size, seed=cfg.seed, version=__version__, cell_format=3,
                num_train_samples=cfg.num_train_samples, max_eval_samples=cfg.max_eval_samples, data_dir=cfg.data_dirs.get(dataset))
     path = out / "cells" / f"prior-{dataset}-{task_name}-{_digest(key)}.json"
     if not path.is_file():
         task = get_task(task_name)
         data_kw = dict(seed=cfg.seed, data_dir=cfg.data_dirs.get(dataset), image_size=size)
         prior = fit_prior(task, spec, make_dataset(spec, "train", num_samples=cfg.num_train_samples, **data_kw))
-        metrics = score_prior(prior, task, spec, make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, **data_kw))
+        metrics = score_prior(prior, task, spec, make_dataset(spec, "eval", num_samples=cfg.max_eval_samples, **data_kw), bootstrap_seed=cfg.seed)
         records = [dict(encoder=PRIOR_ENCODER, encoder_id=PRIOR_ENCODER, encoder_fingerprint=None, task=task_name, dataset=dataset,
                         attack="none", eps=0.0, steps=0, step_size=0.0, norm=cfg.norm, metric=metric, value=value,
-                        num_samples=metrics["num_samples"], seconds=0.0, flags=[])
-                   for metric, value in metrics.items() if metric not in ("num_samples", "num_scored")]
+                        num_samples=metrics["num_samples"], seconds=0.0, flags=[], **interval_fields(metrics, metric))
+                   for metric, value in metrics.items() if metric not in ("num_samples", "num_scored", "ci95")]
         if accelerator.is_main_process:
             write_json(path, {"key": key, "records": records})
         accelerator.wait_for_everyone()

@@ -24,6 +24,7 @@ from .attacks.base import observe_steps
 from .diagnostics import CellDiagnostics
 from .precision import autocast
 from .tasks import Task
+from .uncertainty import add_intervals
 from .worst_case import bound_worst, worst_predictions
 
 
@@ -40,6 +41,7 @@ def evaluate(
     on_batch: Callable[[dict, dict], None] | None = None,
     worst_case: bool = False,
     black_box: Callable | None = None,
+    bootstrap_seed: int | None = None,
 ) -> dict[str, dict]:
     """Score `model` (a task head) clean and under each attack.
 
@@ -63,6 +65,9 @@ def evaluate(
             (True when a gradient-free attack does more damage than `adv_pred`, the white-box
             predictions on those images), called once per attack (and `worst`) after the pass on the
             first `diagnostics.BLACK_BOX_SAMPLES` images of the split; None skips it.
+        bootstrap_seed: seed of 95 % bootstrap intervals over images (`uncertainty.py`), from the per-image
+            statistics the meters keep: adds `ci95` (`{metric: [low, high]}`) to every entry and
+            `separated_from_clean` (`{metric: bool}`) to attacked ones; None (the default) skips them.
 
     Returns:
         `{"none": metrics, <attack name>: metrics, ..., ["worst": metrics]}`, each with `num_samples`,
@@ -112,6 +117,8 @@ def evaluate(
             results[name] = metrics
         if worst_case:  # a dataset-level ratio (mIoU) can rise above a single attack's: never report that
             results["worst"].update(bound_worst([results[n] for n in ["none", *attacks]], results["worst"]))
+        if bootstrap_seed is not None:  # every process holds every image's statistics (gathered): same intervals
+            add_intervals(results, {name: meter.per_image() for name, meter in meters.items()}, seed=bootstrap_seed)
         with autocast(accelerator):
             diag.finish(results, unwrapped, reduce=(lambda t: accelerator.reduce(t, "sum")) if accelerator is not None else None)
     finally:

@@ -25,11 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .results import _attack_order, attack_title, display_name, format_eps
+from .uncertainty import half_width, record_interval
 from .sharing import HIGHER_IS_BETTER, PRIMARY_METRIC, dedupe, protocol_of, read_source
 
 TASK_ORDER = {"classification": 0, "segmentation": 1, "depth": 2}
 TEXT_COLUMNS = ("encoder", "family", "evaluation", "flags", "card", "runs")  # every other column of a board is a number
 PROTOCOL_KEYS = ("steps", "step_size", "restarts", "num_samples", "image_size")
+INTERVAL_COLUMN = "± (95 %)"  # half-width of the strongest value's bootstrap interval over images (`uncertainty.py`)
 
 
 @dataclass
@@ -151,11 +153,12 @@ def _board_rows(members: list[dict], clean: list[dict], higher: bool, names: dic
                 == (first["num_samples"], first.get("image_size"))]  # fmt: skip
         same.sort(key=lambda c: c.get("run") != first.get("run"))
         name, value = _strongest(attacks, higher)
+        interval = next((record_interval(r) for r in mine if r["attack"] == name), None)
         seconds = [r["seconds"] for r in mine if r.get("seconds") is not None]
         out.append(dict(
             rank=None, encoder=names.get(fp, display_name(first["encoder"])), encoder_id=first["encoder_id"], fingerprint=fp,
             family=first.get("encoder_family"), strongest=value, evaluation=attack_title(name) if name else None,
-            evaluation_attack=name, clean=same[0]["value"] if same else None, attacks=attacks,
+            evaluation_attack=name, clean=same[0]["value"] if same else None, attacks=attacks, strongest_ci95=interval,
             flags=sorted({f for r in mine + same[:1] for f in r.get("flags") or []}), cost_seconds=max(seconds) if seconds else None,
             card=first.get("encoder_card"), runs=sorted({x for r in mine for x in str(r.get("run") or "").split(", ") if x}),
             identity_derived=bool(first.get("identity_derived")),
@@ -175,7 +178,7 @@ def _prior_rows(clean: list[dict]) -> list[dict]:
     """Image-free priors: no pixels, so no attack changes them; shown for scale, never ranked."""
     return [dict(rank=None, encoder="prior (image-free)", encoder_id="prior", fingerprint="prior", family=None,
                  strongest=r["value"], evaluation="no attack applies", evaluation_attack=None, clean=r["value"], attacks={},
-                 flags=[], cost_seconds=None, card=None, runs=[r.get("run")], identity_derived=False)
+                 strongest_ci95=record_interval(r), flags=[], cost_seconds=None, card=None, runs=[r.get("run")], identity_derived=False)
             for r in dedupe([c for c in clean if c["encoder"] == "prior"])]  # fmt: skip
 
 
@@ -204,7 +207,7 @@ def filter_boards(boards: Sequence[Board], task: str | None = None, dataset: str
 
 def board_columns(board: Board) -> list[str]:
     return (["rank", "encoder", "family", f"{board.metric} (strongest)", "evaluation", "clean"]
-            + [attack_title(a) for a in board.attacks] + ["flags", "cost (s)", "card", "runs"])  # fmt: skip
+            + [attack_title(a) for a in board.attacks] + [INTERVAL_COLUMN, "flags", "cost (s)", "card", "runs"])  # fmt: skip
 
 
 def board_table(board: Board, sort_by: str | None = None, descending: bool | None = None) -> tuple[list[str], list[list]]:
@@ -214,7 +217,7 @@ def board_table(board: Board, sort_by: str | None = None, descending: bool | Non
     for r in board.rows:
         rows.append([r["rank"], r["encoder"], r.get("family") or "–", _round(r["strongest"]),
                      r["evaluation"] or "–", _round(r["clean"]), *[_round(r["attacks"].get(a)) for a in board.attacks],
-                     ", ".join(r["flags"]) or "", _round(r["cost_seconds"]), r.get("card") or "", ", ".join(r["runs"])])  # fmt: skip
+                     _round(half_width(r.get("strongest_ci95"))), ", ".join(r["flags"]) or "", _round(r["cost_seconds"]), r.get("card") or "", ", ".join(r["runs"])])  # fmt: skip
     if sort_by:
         if sort_by not in headers:
             raise ValueError(f"Cannot sort by {sort_by!r}; columns: {headers}")
@@ -270,7 +273,7 @@ def write_leaderboard(boards: Sequence[Board], out: str | os.PathLike) -> list[P
     js.write_text(json.dumps(boards_json(boards), indent=2, default=str) + "\n")
     attacks = sorted({a for b in boards for a in b.attacks}, key=_attack_order)
     fields = ["task", "dataset", "metric", "norm", "eps", *PROTOCOL_KEYS, "protocols_for_threat", "rank", "encoder", "encoder_id",
-              "fingerprint", "family", "strongest", "evaluation", "clean", *[f"attack:{a}" for a in attacks], "flags",
+              "fingerprint", "family", "strongest", "strongest_ci95", "evaluation", "clean", *[f"attack:{a}" for a in attacks], "flags",
               "cost_seconds", "card", "runs"]  # fmt: skip
     with open(table, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -281,6 +284,7 @@ def write_leaderboard(boards: Sequence[Board], out: str | os.PathLike) -> list[P
                                  **b.protocol, "protocols_for_threat": b.protocols_for_threat,
                                  **{k: r[k] for k in ("rank", "encoder", "encoder_id", "fingerprint", "family", "strongest",
                                                       "evaluation", "clean", "cost_seconds", "card")},
+                                 "strongest_ci95": ";".join(f"{v:.6g}" for v in r.get("strongest_ci95") or []),
                                  **{f"attack:{a}": r["attacks"].get(a) for a in b.attacks},
                                  "flags": ";".join(r["flags"]), "runs": ";".join(str(x) for x in r["runs"])})  # fmt: skip
     return [md, table, js]

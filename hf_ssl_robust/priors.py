@@ -93,8 +93,9 @@ def _resize(t: Tensor, size, mode: str) -> Tensor:
 
 
 @torch.no_grad()
-def score_prior(prior: Prior, task, spec, eval_dataset) -> dict[str, float]:
-    """The task's metrics of `prior` on `eval_dataset`, with the meters the encoders are scored with."""
+def score_prior(prior: Prior, task, spec, eval_dataset, bootstrap_seed: int | None = None) -> dict[str, float]:
+    """The task's metrics of `prior` on `eval_dataset`, with the meters the encoders are scored with;
+    with `bootstrap_seed`, also their 95 % bootstrap intervals over images (`ci95`, `uncertainty.py`)."""
     meter = task.make_meter(spec)
     for i in range(len(eval_dataset)):
         sample = eval_dataset[i]
@@ -103,4 +104,9 @@ def score_prior(prior: Prior, task, spec, eval_dataset) -> dict[str, float]:
         meter.update(prior.predict(h, w)[None], target[None])
     metrics = {k: float(v) for k, v in meter.compute().items()}
     metrics["num_samples"] = meter.num_samples
+    if bootstrap_seed is not None and meter.num_samples:
+        from .uncertainty import add_intervals
+
+        results = {"none": metrics}
+        add_intervals(results, {"none": meter.per_image()}, seed=bootstrap_seed)
     return metrics

@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .diagnostics import flag_legend, flag_marker
+from .uncertainty import NOT_SEPARATED_MARK, NOT_SEPARATED_NOTE, half_width, record_interval, record_separated
 
 RECORD_KEYS = ("encoder", "task", "dataset", "attack", "eps", "steps", "metric", "value", "num_samples")
 ATTACK_TITLES = {"none": "Clean", "embed": "EmbedAttack", "pgd": "PGD", "segpgd": "SegPGD", "depth_pgd": "DepthPGD",
@@ -117,13 +118,30 @@ def _fmt(value: float | None, metric: str) -> str:
     return f"{value:.3f}" if metric == "rmse" else f"{value:.2f}"
 
 
+def format_value(record: dict | None, metric: str) -> str:
+    """A record's value as a table shows it: `0.48 ± 0.06` with its 95 % interval's half-width (`ci95`,
+    rounded like the value), `0.48` for a record without one (results written before intervals)."""
+    if record is None:
+        return "–"
+    text = _fmt(record["value"], metric)
+    width = half_width(record_interval(record))
+    return text if width is None or text == "–" else f"{text} ± {_fmt(width, metric)}"
+
+
+def not_separated_marker(record: dict | None) -> str:
+    """`" ≈"` for an attacked record whose value is not separated from clean by its interval, else empty."""
+    return NOT_SEPARATED_MARK if record is not None and record_separated(record) is False else ""
+
+
 def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = None) -> str:
     """Tables laid out like the paper's Tables 1–3: one per task, rows (dataset, encoder),
-    columns Clean, then EmbedAttack and the task attack at every ε measured. A record's `flags`
-    show as a marker after its value (`0.45 ⚠N`), explained in a legend under the tables."""
+    columns Clean, then EmbedAttack and the task attack at every ε measured. A value shows its 95 %
+    bootstrap interval as `0.45 ± 0.06` when the record has one (`ci95`). A record's `flags` show as a
+    marker after its value (`0.45 ± 0.06 ⚠N`), explained in a legend under the tables; an attacked value
+    not separated from clean by the intervals (`separated_from_clean: false`) gets ` ≈` and a note."""
     metrics = {**{t: m for t, (_, m) in TASK_TABLES.items()}, **(metrics or {})}
     names = encoder_names(records)
-    blocks, flagged = [], set()
+    blocks, flagged, close, intervals = [], set(), False, any(record_interval(r) is not None for r in records)
     for task in _ordered(r["task"] for r in records):
         metric = metrics.get(task, "value")
         rows = [r for r in records if r["task"] == task and r["metric"] == metric]
@@ -155,7 +173,9 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
                     ]
                     flags = match[-1].get("flags") or [] if match else []
                     flagged.update(flags)
-                    cells.append(_fmt(match[-1]["value"] if match else None, metric) + flag_marker(flags))
+                    marker = not_separated_marker(match[-1] if match else None)
+                    close |= bool(marker)
+                    cells.append(format_value(match[-1] if match else None, metric) + flag_marker(flags) + marker)
                 lines.append(f"| {dataset} | {names[encoder]} | " + " | ".join(cells) + " |")
         if any(r["encoder"] == "prior" for r in rows):
             from .priors import PRIOR_NAMES
@@ -163,7 +183,10 @@ def markdown_tables(records: Sequence[dict], metrics: dict[str, str] | None = No
             lines += ["", f"`prior`: the image-free {PRIOR_NAMES.get(task, 'prior')} of the training split (no encoder; an attack cannot change it)."]
         blocks.append("\n".join(lines))
     legend = flag_legend(flagged)
-    return "\n\n".join(blocks) + "\n" + (f"\nWarnings (`flags` in results.json):\n\n{legend}\n" if legend else "")
+    notes = (["± : half-width of the 95 % bootstrap interval over images (`ci95` in results.json)."] if intervals else []) + (
+        [f"{NOT_SEPARATED_MARK.strip()} {NOT_SEPARATED_NOTE}."] if close else [])
+    return ("\n\n".join(blocks) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + (f"\nWarnings (`flags` in results.json):\n\n{legend}\n" if legend else ""))
 
 
 def display_name(encoder: str) -> str:

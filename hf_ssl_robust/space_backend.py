@@ -599,16 +599,20 @@ def find_results(root: str | Path = "outputs", extra=()) -> list[str]:
 def leaderboard(records: list[dict]) -> tuple[list[str], list[list]]:
     """One row per (task, dataset, encoder): clean value and the worst attacked value at the largest ε
     (the per-image `worst` row when the run has one, else the most damaging single attack), with that
-    record's automatic warnings (`flags`)."""
+    record's automatic warnings (`flags`); `±` columns: half-widths of the 95 % bootstrap intervals over images
+    (`uncertainty.py`; empty for results written before intervals), and `not separated from clean` among the warnings
+    when the attacked value is within them."""
     from .results import TASK_TABLES
+    from .uncertainty import half_width, record_interval, record_separated
 
-    headers = ["task", "dataset", "encoder", "metric", "clean", "attacked (worst)", "attack", "ε", "change", "warnings"]
+    headers = ["task", "dataset", "encoder", "metric", "clean", "± clean (95 %)", "attacked (worst)", "± attacked (95 %)",
+               "attack", "ε", "change", "warnings"]
     rows = []
     keys = sorted({(r["task"], r["dataset"], r["encoder"]) for r in records})
     for task, dataset, encoder in keys:
         metric = TASK_TABLES.get(task, (None, None))[1]
         mine = [r for r in records if (r["task"], r["dataset"], r["encoder"], r["metric"]) == (task, dataset, encoder, metric)]
-        clean = [r["value"] for r in mine if r["attack"] == "none"]
+        clean = [r for r in mine if r["attack"] == "none"]
         attacked = [r for r in mine if r["attack"] != "none"]
         if not mine:
             continue
@@ -618,11 +622,14 @@ def leaderboard(records: list[dict]) -> tuple[list[str], list[list]]:
             at = [r for r in attacked if abs(float(r["eps"]) - top) < 1e-9]
             per_image = [r for r in at if r["attack"] == "worst"]  # the per-image worst case, when the run has one
             worst = per_image[-1] if per_image else (min if task != "depth" else max)(at, key=lambda r: r["value"])
-        c = clean[-1] if clean else None
-        rows.append([task, dataset, display_name(encoder), metric, _round(c), _round(worst["value"]) if worst else None,
+        c = clean[-1]["value"] if clean else None
+        warnings = list(worst.get("flags") or []) if worst else []  # diagnostics.FLAGS; legend under the tables
+        if worst and record_separated(worst) is False:
+            warnings.append("not separated from clean")
+        rows.append([task, dataset, display_name(encoder), metric, _round(c), _round(half_width(record_interval(clean[-1])) if clean else None),
+                     _round(worst["value"]) if worst else None, _round(half_width(record_interval(worst))) if worst else None,
                      worst["attack"] if worst else "", f"{float(worst['eps']) * 255:.0f}/255" if worst else "",
-                     _round(worst["value"] - c) if worst and c is not None else None,
-                     ", ".join(worst.get("flags") or []) if worst else ""])  # diagnostics.FLAGS; legend under the tables
+                     _round(worst["value"] - c) if worst and c is not None else None, ", ".join(warnings)])
     return headers, rows
 
 

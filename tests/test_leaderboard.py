@@ -161,3 +161,21 @@ def test_readme__leaderboard_excerpt_is_what_the_committed_runs_give():
                      b.protocol["num_samples"]]  # fmt: skip
             expected.append("| " + " | ".join(lb._cell(round(v, 4) if isinstance(v, float) else v) for v in cells) + " |")
     assert lines == expected
+
+
+def test_build_boards__strongest_interval_from_new_runs_none_from_old(boards, tiny_run):  # noqa: F811
+    records = json.loads((tiny_run / "results.json").read_text())
+    tiny = [b for b in boards if round(b.eps * 255) == 4 and b.protocol["num_samples"] == 8]
+    assert tiny
+    for b in tiny:
+        headers, table = lb.board_table(b)
+        for row, cells in zip(b.rows, table):
+            if row["encoder_id"] == "prior":
+                continue
+            want = next(r["ci95"] for r in records if r["task"] == b.task and r["metric"] == b.metric and r["attack"] == row["evaluation_attack"])
+            assert row["strongest_ci95"] == pytest.approx(want)  # through the Parquet `extra` column
+            assert cells[headers.index(lb.INTERVAL_COLUMN)] == pytest.approx(round((want[1] - want[0]) / 2, 4))
+    old = _board(boards, "classification", 8, 256)  # the committed embedded default predates intervals
+    assert all(r["strongest_ci95"] is None for r in old.rows)
+    headers, table = lb.board_table(old)
+    assert all(cells[headers.index(lb.INTERVAL_COLUMN)] is None for cells in table)

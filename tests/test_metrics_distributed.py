@@ -53,6 +53,9 @@ def test_meters__two_processes_equal_one(tmp_path):
     assert dist["depth"]["num_samples"] == single["depth"]["num_samples"] == script.NUM_SAMPLES
     assert dist["depth"]["num_scored"] == single["depth"]["num_scored"] == script.NUM_SAMPLES - 1
     assert dist["depth"] == pytest.approx(single["depth"], rel=1e-12)
+    # per-image statistics gathered in the same image order: the same bootstrap intervals (uncertainty.py)
+    assert dist["per_image_rows"] == single["per_image_rows"] == [script.NUM_SAMPLES] * 3
+    assert dist["intervals"] == pytest.approx(single["intervals"], rel=1e-12)
 
 
 if __name__ == "__main__":

@@ -219,9 +219,17 @@ def test_eps_zero_changes_nothing(backend):
 def test_leaderboard_rows():
     headers, rows = leaderboard(fake_records())
     by_encoder = {r[2]: r for r in rows}
-    assert by_encoder["tiny-dino"][4:8] == [0.8, 0.2, "embed", "8/255"] or by_encoder["tiny-dino"][4:6] == [0.8, 0.2]
+    row = dict(zip(headers, by_encoder["tiny-dino"]))
+    assert [row["clean"], row["attacked (worst)"]] == [0.8, 0.2] and row["ε"] == "8/255"
+    assert row["± clean (95 %)"] is None and row["± attacked (95 %)"] is None  # records without intervals (older runs)
     assert by_encoder["tiny-dino-deacl"][headers.index("change")] == pytest.approx(-0.2)
     assert headers[-1] == "warnings" and by_encoder["tiny-dino"][-1] == ""  # no flags in these records
+    with_ci = [dict(r, ci95=[r["value"] - 0.05, r["value"] + 0.05], **({} if r["attack"] == "none" else {"separated_from_clean": False}))
+               for r in fake_records()]
+    headers, rows = leaderboard(with_ci)
+    row = dict(zip(headers, next(r for r in rows if r[2] == "tiny-dino")))
+    assert row["± clean (95 %)"] == pytest.approx(0.05) and row["± attacked (95 %)"] == pytest.approx(0.05)
+    assert row["warnings"] == "not separated from clean"
 
 
 def test_leaderboard_endpoint(client):

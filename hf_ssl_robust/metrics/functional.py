@@ -348,6 +348,7 @@ class AccuracyMeter:
     def __init__(self) -> None:
         self.correct = 0
         self.num_samples = 0
+        self._per_image: list[Tensor] = []
 
     def update(self, preds: Tensor, refs: Tensor, gather: Gather | None = None) -> None:
         """Add a batch: class ids ``[B]`` or logits ``[B, K]``, references ``[B]``."""
@@ -356,6 +357,11 @@ class AccuracyMeter:
             correct = gather(correct)
         self.correct += int(correct.sum())
         self.num_samples += int(correct.numel())
+        self._per_image.append(correct.cpu())
+
+    def per_image(self) -> dict[str, Tensor]:
+        """``{"correct": [n]}`` int64, one entry per image seen (in update order): the bootstrap's input (`uncertainty.py`)."""
+        return {"correct": torch.cat(self._per_image) if self._per_image else torch.zeros(0, dtype=torch.long)}
 
     def compute(self) -> dict[str, float]:
         """``{"accuracy": correct / samples}`` (NaN before any update)."""
@@ -372,15 +378,23 @@ class MeanIoUMeter:
         self.ignore_index = ignore_index
         self.totals = {key: torch.zeros(num_labels, dtype=torch.long) for key in SEG_STATS}  # cpu-ok: host totals (`.cpu()` in update)
         self.num_samples = 0
+        self._per_image: list[dict[str, Tensor]] = []
 
     def update(self, preds: Tensor, refs: Tensor, gather: Gather | None = None) -> None:
         """Add a batch of predicted and reference masks ``[B, H, W]``."""
         stats = segmentation_stats(preds, refs, self.num_labels, self.ignore_index)
         if gather is not None:
             stats = gather(stats)
+        host = {key: stats[key].cpu() for key in SEG_STATS}  # [B, K] counts per image: K integers, not pixels
         for key in SEG_STATS:
-            self.totals[key] += stats[key].sum(dim=0).cpu()
+            self.totals[key] += host[key].sum(dim=0)
         self.num_samples += int(stats["intersection"].shape[0])
+        self._per_image.append(host)
+
+    def per_image(self) -> dict[str, Tensor]:
+        """``intersection``, ``pred_area``, ``label_area``: int64 ``[n, K]``, one row per image seen."""
+        return {key: torch.cat([p[key] for p in self._per_image]) if self._per_image
+                else torch.zeros(0, self.num_labels, dtype=torch.long) for key in SEG_STATS}
 
     def _result(self) -> dict[str, object]:
         t = self.totals
@@ -404,6 +418,7 @@ class DepthMeter:
         self.sums = dict.fromkeys(DEPTH_METRICS, 0.0)
         self.num_samples = 0  # every image seen
         self.num_scored = 0  # images with at least one valid pixel
+        self._per_image: list[dict[str, Tensor]] = []
 
     def update(self, preds: Tensor, refs: Tensor, gather: Gather | None = None) -> None:
         """Add a batch of predicted and reference depth maps ``[B, H, W]`` (metres)."""
@@ -415,6 +430,14 @@ class DepthMeter:
             self.sums[key] += float(stats[key][scored].sum())
         self.num_samples += int(scored.numel())
         self.num_scored += int(scored.sum())
+        self._per_image.append({"valid": scored.cpu(), **{key: stats[key].cpu() for key in DEPTH_METRICS}})
+
+    def per_image(self) -> dict[str, Tensor]:
+        """Each metric per image, float64 ``[n]`` (NaN where nothing is valid), and ``valid`` (bool ``[n]``)."""
+        keys = ("valid", *DEPTH_METRICS)
+        if not self._per_image:
+            return {key: torch.zeros(0, dtype=torch.bool if key == "valid" else torch.float64) for key in keys}
+        return {key: torch.cat([p[key] for p in self._per_image]) for key in keys}
 
     def compute(self) -> dict[str, float]:
         """Mean of each per-image metric over scored images (NaN if none), plus ``num_scored``."""

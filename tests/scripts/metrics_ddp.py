@@ -71,6 +71,8 @@ def run_meters(loader, gather=None):
 
 def meter_state(meters) -> dict:
     """Everything worth comparing, JSON-ready: exact counts and float results."""
+    from hf_ssl_robust.uncertainty import bootstrap_interval
+
     acc, miou, depth = meters
     return {
         "accuracy": {"correct": acc.correct, "num_samples": acc.num_samples, **acc.compute()},
@@ -80,6 +82,9 @@ def meter_state(meters) -> dict:
             **miou.compute(),
         },
         "depth": {"num_samples": depth.num_samples, "num_scored": depth.num_scored, **depth.compute()},
+        "intervals": {metric: list(bootstrap_interval(meter.per_image(), metric, num_resamples=200, seed=0))
+                      for meter, metric in ((acc, "accuracy"), (miou, "mean_iou"), (depth, "rmse"))},
+        "per_image_rows": [len(next(iter(m.per_image().values()))) for m in meters],
     }
 
 
