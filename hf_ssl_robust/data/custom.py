@@ -304,25 +304,26 @@ _VARIANTS = {"classification": _classification, "segmentation": _segmentation, "
 
 
 def _first_rows(spec: DatasetSpec, splits: dict, where: str) -> list[str]:
-    """The first example of each split through the real conversion (label range, mask values, sizes)."""
+    """Every label of a classification column in range, then the first example of each split through the real
+    conversion (image decoding, mask values against --num_labels, target size against image size)."""
     from .loading import UnifiedDataset
 
     problems = []
-    for split, ds in splits.items():
-        if not len(ds):
-            problems.append(f"{where}: split {split!r} is empty")
-            continue
-        try:
-            UnifiedDataset(ds.select([0]), spec)[0]
-        except (ValueError, TypeError) as err:
-            problems.append(f"{where} ({spec.task}, split {split!r}): {err}")
-    if spec.task == "classification" and not problems:
+    if spec.task == "classification":
         for split, ds in splits.items():
             labels = [int(v) for v in ds[spec.target_column] if v is not None]
             bad = sorted({v for v in labels if not 0 <= v < spec.num_classes})
             if bad:
                 problems.append(f"{where}: --label_column {spec.target_column!r} holds {bad[:5]} in split {split!r}, "
                                 f"outside 0..{spec.num_classes - 1} (--num_labels {spec.num_classes})")
+    for split, ds in splits.items():
+        if not len(ds):
+            problems.append(f"{where}: split {split!r} is empty")
+        elif not problems:
+            try:
+                UnifiedDataset(ds.select([0]), spec)[0]
+            except (ValueError, TypeError) as err:
+                problems.append(f"{where} ({spec.task}, split {split!r}): {err}")
     return problems
 
 
