@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import hf_ssl_robust.benchmark as bench
 from hf_ssl_robust.benchmark import BenchmarkConfig
 from hf_ssl_robust.cli import main as cli_main
-from hf_ssl_robust.data import DATASETS, custom
+from hf_ssl_robust.data import DATASETS, custom, get_dataset_spec
 from hf_ssl_robust.data.synthetic import make_shapes_dataset
 from hf_ssl_robust.results import load_records
 from hf_ssl_robust.training import TrainHeadConfig, head_key
@@ -107,7 +107,7 @@ def test_custom_dataset__wrong_column_lists_columns_before_any_work(tiny_dinov2_
             "--output_dir", str(out)]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
-    assert "no column 'labl' (--label_column)" in err and "(did you mean 'lab'?)" in err
+    assert "no column 'labl' (--label_column) in splits 'train', 'test'" in err and "(did you mean 'lab'?)" in err
     assert f"columns are {TWIN_COLUMNS}" in err and err.startswith("hf-ssl-robust benchmark: error:")
     assert not out.exists()  # nothing written: no heads, no cells
 
@@ -117,6 +117,7 @@ def test_custom_dataset__wrong_column_lists_columns_before_any_work(tiny_dinov2_
     (dict(label_column="plain"), r"plain int64 column \(no ClassLabel names\): pass --num_labels K"),
     (dict(label_column="plain", num_labels=3), r"holds \[3, 4, 5\] in split 'train', outside 0..2"),
     (dict(label_column="lab", num_labels=4), r"--num_labels 4 disagrees with the ClassLabel column 'lab' \(6 classes"),
+    (dict(label_column="lab", mask_column="seg", num_labels=3), r"mask values \[.*\] are outside 0..2"),  # --num_labels counts mask classes
     (dict(mask_column="dep", num_labels=7), r"--mask_column 'dep' holds Array2D\(float32\) arrays; masks need integer class ids"),
     (dict(mask_column="lab", num_labels=7), r"--mask_column 'lab' holds ClassLabel\(int64\) scalars, not masks"),
     (dict(mask_column="seg"), r"--mask_column 'seg': pass --num_labels"),
@@ -153,6 +154,8 @@ def test_custom_dataset__tasks_follow_columns_and_datasets_replace_the_default(t
     cfg = _config(twin, label_column="lab", depth_column="dep")
     assert cfg.datasets == ["twin"] and DATASETS["twin"].tasks == ("classification", "depth")
     assert DATASETS["twin"].num_classes == 6 and DATASETS["twin"].class_names[0] == "disc"  # from the ClassLabel
+    _config(twin, label_column="lab", mask_column="seg", num_labels=7)  # --num_labels counts the mask classes
+    assert [get_dataset_spec("twin", task=t).num_classes for t in ("classification", "segmentation")] == [6, 7]
     assert _config(twin, label_column="lab", datasets=["shapes", "twin"]).datasets == ["shapes", "twin"]  # named: kept as given
     assert _config(twin, label_column="lab", tasks=["depth"], depth_column="dep").datasets == ["twin"]
 

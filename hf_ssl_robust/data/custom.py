@@ -45,7 +45,7 @@ class DatasetArgs:
     label_column: str | None = field(default=None, metadata={"help": "--dataset_name: integer class id column (ClassLabel or int) -> classification."})
     mask_column: str | None = field(default=None, metadata={"help": "--dataset_name: per-pixel class id column (integer image or 2-D int array) -> segmentation; needs --num_labels."})
     depth_column: str | None = field(default=None, metadata={"help": "--dataset_name: depth map column (float image or 2-D array, metres after --depth_scale) -> depth."})
-    num_labels: int | None = field(default=None, metadata={"help": "--dataset_name: classes (inferred from a ClassLabel label column; required for masks and plain int labels)."})
+    num_labels: int | None = field(default=None, metadata={"help": "--dataset_name: classes of the masks (required), and of a plain int label column (a ClassLabel's own count wins)."})
     ignore_index: int = field(default=255, metadata={"help": "--dataset_name: mask value ignored by losses, attacks and mIoU."})
     reduce_labels: bool = field(default=False, metadata={"help": "--dataset_name: masks: 0 ('other') -> ignore, k -> k-1 (ADE20k's convention)."})
     max_depth: float | None = field(default=None, metadata={"help": "--dataset_name: depths above it are invalid; also the top of the depth head's bins (default 10)."})
@@ -157,13 +157,14 @@ def build_custom_spec(cfg) -> tuple[DatasetSpec | None, list[str]]:
     if not targets:
         return None, [f"{where}: give at least one target column (--label_column, --mask_column or --depth_column; "
                       f"the tasks follow from them); columns are {columns}"]
-    for split, ds in splits.items():
-        for flag, column in (("image_column", cfg.image_column), *((_COLUMN_FLAGS[t], c) for t, c in targets.items())):
-            if column not in ds.column_names:
-                problems.append(f"{where} has no column {column!r} (--{flag}) in split {split!r}"
-                                f"{did_you_mean(column, ds.column_names)}; columns are {list(ds.column_names)}")
+    for flag, column in (("image_column", cfg.image_column), *((_COLUMN_FLAGS[t], c) for t, c in targets.items())):
+        missing = [split for split, ds in splits.items() if column not in ds.column_names]
+        if missing:
+            there = splits[missing[0]].column_names
+            problems.append(f"{where} has no column {column!r} (--{flag}) in split{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(repr, missing))}{did_you_mean(column, there)}; columns are {list(there)}")
     if problems:
-        return None, sorted(set(problems), key=problems.index)
+        return None, problems
     train = splits[cfg.train_split]
     variants, problems = {}, _image_problems(train, cfg.image_column, where)
     for task, column in targets.items():
@@ -242,7 +243,7 @@ def _classification(cfg, ds, column, where) -> tuple[dict | None, list[str]]:
 
     feature = _feature_of(ds, column)
     if isinstance(feature, datasets.ClassLabel):
-        if cfg.num_labels is not None and cfg.num_labels != feature.num_classes:
+        if cfg.num_labels is not None and cfg.num_labels != feature.num_classes and not cfg.mask_column:  # else it counts mask classes
             return None, [f"{where}: --num_labels {cfg.num_labels} disagrees with the ClassLabel column {column!r} "
                           f"({feature.num_classes} classes: {feature.names[:10]}); drop --num_labels"]
         return dict(num_classes=feature.num_classes, class_names=tuple(feature.names)), []
