@@ -18,6 +18,7 @@ from hf_ssl_robust.benchmark import BenchmarkConfig
 from hf_ssl_robust.cli import main as cli_main
 from hf_ssl_robust.data import DATASETS, custom, get_dataset_spec
 from hf_ssl_robust.data.synthetic import make_shapes_dataset
+from hf_ssl_robust.identity import EncoderIdentity
 from hf_ssl_robust.results import load_records
 from hf_ssl_robust.training import TrainHeadConfig, head_key
 
@@ -162,13 +163,16 @@ def test_custom_dataset__tasks_follow_columns_and_datasets_replace_the_default(t
 
 def test_head_key__custom_dataset_path_and_columns(tmp_path, twin_splits):
     """Two folders shown under one name, or one folder read through other columns, never share a head."""
-    keys = []
+    keys, cells = [], []
+    ident = EncoderIdentity(name="x", source="x", kind="local", revision=None, weights_sha256=None, fingerprint="f" * 16)
     for folder, column in (("a", "lab"), ("b", "lab"), ("b", "plain")):
         twin_splits.save_to_disk(str(tmp_path / folder / "scenes")) if not (tmp_path / folder / "scenes").exists() else None
-        _config(str(tmp_path / folder / "scenes"), label_column=column, num_labels=6 if column == "plain" else None)
+        cfg = _config(str(tmp_path / folder / "scenes"), label_column=column, num_labels=6 if column == "plain" else None)
         keys.append(head_key(TrainHeadConfig(encoder="x", dataset="scenes"), "f" * 16, "no"))
+        cells.append(bench._cell_key(cfg, "x", "classification", "scenes", 8 / 255, ident))
     assert keys[0]["dataset"] == keys[1]["dataset"] == "scenes"
     assert keys[0] != keys[1] and keys[1] != keys[2]
+    assert cells[0] != cells[1] and cells[1] != cells[2] and cells[2]["dataset_identity"] == keys[2]["dataset_identity"]
     assert keys[2]["dataset_identity"]["columns"] == {"classification": "plain"}
     assert "dataset_identity" not in head_key(TrainHeadConfig(encoder="x", dataset="shapes"), "f" * 16, "no")  # registered: unchanged
 
@@ -227,3 +231,23 @@ def test_revision__reaches_from_pretrained_and_run_info(tmp_path):
     head = next((tmp_path / "out" / "heads").glob("*/config.json"))
     assert json.loads(head.read_text())["encoder_reference"]["revision"] == shas["v1"] != shas["main"]
     assert not (head.parent / "encoder").exists() and "encoder.embeddings" not in str(load_file(head.parent / "model.safetensors").keys())
+
+
+def test_custom_dataset__parquet_folder(tmp_path, twin_splits):
+    """A folder of parquet files (what `push_to_hub` writes) loads through `datasets`' parquet builder, features kept."""
+    for split, ds in twin_splits.items():
+        ds.to_parquet(str(tmp_path / "scenes" / f"{split}.parquet"))
+    cfg = _config(str(tmp_path / "scenes"), label_column="lab", depth_column="dep")
+    assert cfg.datasets == ["scenes"] and DATASETS["scenes"].num_examples == {"train": N_TRAIN, "test": N_EVAL}
+    from hf_ssl_robust.data import make_dataset
+
+    item = make_dataset(get_dataset_spec("scenes", task="depth"), "eval", image_size=SIZE)[0]
+    assert item["pixel_values"].shape == (3, SIZE, SIZE) and item["depth"].max() > 0
+
+
+def test_custom_dataset__uncached_hub_id_offline_is_one_clear_error(capsys, tmp_path):
+    argv = ["benchmark", "--dataset_name", "me/not-cached", "--label_column", "label", "--output_dir", str(tmp_path / "out")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--dataset_name 'me/not-cached': Could not load dataset" in err and "HF_HUB_OFFLINE is set" in err
+    assert not (tmp_path / "out").exists()
