@@ -30,6 +30,7 @@ from .attack_suites import SUITES, build_attack, check_plan
 from .batching import find_max_batch_size
 from .distributed import min_across_processes
 from .data import get_dataset_spec, make_dataset
+from .data.custom import DatasetArgs, add_custom_dataset, dataset_identity, revision_problems, run_provenance
 from .data.loaders import IndexedDataset, resolve_num_workers
 from .data.loading import collate
 from .encoders import bundled_encoders, load_encoder
@@ -48,10 +49,12 @@ logger = get_logger(__name__)
 
 
 @dataclass
-class BenchmarkConfig:
-    """What to benchmark. Empty `encoders` means the bundled tiny encoders (the embedded default)."""
+class BenchmarkConfig(DatasetArgs):
+    """What to benchmark. Empty `encoders` means the bundled tiny encoders (the embedded default);
+    `--dataset_name` (fields of `DatasetArgs`) adds a dataset that is not in the registry."""
 
     encoders: list[str] = field(default_factory=list, metadata={"help": "Encoders (preset, Hub id, bundled name, folder)."})
+    revision: str | None = field(default=None, metadata={"help": "Hub commit SHA, branch or tag of the encoders (Hub ids only; a local folder or bundled encoder is refused); the resolved commit is recorded in run_info.json."})
     tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": "classification segmentation depth"})
     datasets: list[str] = field(default_factory=lambda: ["shapes"], metadata={"help": "Registry dataset names."})
     attacks: list[str] = field(default_factory=lambda: ["embed", "pgd", "segpgd", "depth_pgd"], metadata={"help": "Each applies to the tasks it fits; embed and apgd (each task's default loss) to all; apgd:LOSS to LOSS's task; `strong` = paper attack + embed + APGD with every loss, and --worst_case."})
@@ -90,7 +93,8 @@ class BenchmarkConfig:
         self.data_dir = [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
         if any(a in SUITES for a in self.attacks):
             self.worst_case = True  # a suite is run for its worst case
-        raise_problems(benchmark_problems(self, encoders=False))  # every cheap check, all at once
+        custom = add_custom_dataset(self) + revision_problems(self)  # --dataset_name: loaded and checked here, before any work
+        raise_problems(custom + benchmark_problems(self, encoders=False))  # every cheap check, all at once
         self.attack_plan = check_plan(self.attacks, self.tasks, self.worst_case, self.progressive)  # task -> attacks
         self.eps_values = [parse_eps(e, norm=self.norm) for e in self.eps]
         if str(self.batch_size) != "auto":
@@ -118,7 +122,7 @@ def _train_config(cfg: BenchmarkConfig, encoder_name: str, task: str, dataset: s
         encoder=encoder_name, task=task, dataset=dataset, output_dir=output_dir, data_dir=cfg.data_dirs.get(dataset),
         image_size=cfg.image_size, epochs=cfg.head_epochs, lr=cfg.head_lr, num_train_samples=cfg.num_train_samples,
         num_workers=cfg.num_workers, seed=cfg.seed, mixed_precision=cfg.mixed_precision, embed_encoder=cfg.embed_encoder,
-        evaluate_test=False,  # the cells score the evaluation split themselves
+        evaluate_test=False, revision=cfg.revision,  # the cells score the evaluation split themselves
     )
 
 
@@ -146,6 +150,7 @@ def _cell_key(cfg: BenchmarkConfig, encoder: str, task: str, dataset: str, eps: 
                 max_eval_samples=cfg.max_eval_samples, image_size=cfg.image_size, seed=cfg.seed,
                 num_train_samples=cfg.num_train_samples, head_epochs=cfg.head_epochs, head_lr=cfg.head_lr,
                 data_dir=cfg.data_dirs.get(dataset), mixed_precision=cfg.mixed_precision or "no",
+                **({"dataset_identity": dataset_identity(dataset)} if dataset_identity(dataset) else {}),
                 **({"worst_case": True} if cfg.worst_case else {}),
                 **({"progressive": True} if cfg.progressive and task == "segmentation" else {}))
     # no batch_size: random starts are seeded per image and mixed sizes never share a canvas
@@ -171,11 +176,11 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
     pairs, skipped = cells(cfg)
     for s in skipped:
         logger.warning(f"skipping {s['dataset']} x {s['task']}: {s['reason']}", main_process_only=True)
-    identities = {name: encoder_identity(name) for name in cfg.resolved_encoders()}
+    identities = {name: encoder_identity(name, revision=cfg.revision) for name in cfg.resolved_encoders()}
     plan, forced = _plan_heads(cfg, identities, pairs, out)  # raises before any work on a mismatching --heads_dir
     info = {**run_info(cfg, accelerator), "skipped": skipped,
             "encoder_identities": {n: i.to_dict() for n, i in identities.items()},
-            **({"forced_heads": forced} if forced else {})}
+            **({"forced_heads": forced} if forced else {}), **run_provenance(cfg, identities)}
     if accelerator.is_main_process:
         (out / "cells").mkdir(parents=True, exist_ok=True)
         write_json(out / "run_info.json", info)
@@ -195,7 +200,7 @@ def run_benchmark(cfg: BenchmarkConfig, accelerator: Accelerator | None = None) 
             reused += len(keys) - len(todo)
             if todo:
                 t0 = time.perf_counter()
-                encoder = encoder if encoder is not None else load_encoder(encoder_name)
+                encoder = encoder if encoder is not None else load_encoder(encoder_name, revision=cfg.revision)
                 timings["load_encoder_s"] += time.perf_counter() - t0
                 model, spec, head_times = _head(cfg, encoder, encoder_name, ident, task_name, dataset, accelerator, plan[(encoder_name, dataset, task_name)])
                 timings["heads"].append({"encoder": encoder_name, "dataset": dataset, "task": task_name, **head_times})
@@ -266,9 +271,9 @@ def _plan_heads(cfg, identities, pairs, out) -> tuple[dict, list[dict]]:
 def trained_head(cfg: BenchmarkConfig, encoder_name: str, task: str, dataset: str, accelerator, encoder=None):
     """`(head, spec)` of one encoder x task x dataset as `run_benchmark` gets it: the run's (or `--heads_dir`'s)
     head for the exact key when there is one, else a newly trained one (e.g. for scripts that time attacks)."""
-    ident = encoder_identity(encoder_name)
+    ident = encoder_identity(encoder_name, revision=cfg.revision)
     plan, _ = _plan_heads(cfg, {encoder_name: ident}, [(dataset, task)], Path(cfg.output_dir))
-    model, spec, _ = _head(cfg, encoder if encoder is not None else load_encoder(encoder_name), encoder_name, ident, task, dataset,
+    model, spec, _ = _head(cfg, encoder if encoder is not None else load_encoder(encoder_name, revision=cfg.revision), encoder_name, ident, task, dataset,
                            accelerator, plan[(encoder_name, dataset, task)])
     return model, spec
 
@@ -396,9 +401,10 @@ def _prior_records(cfg, dataset, task_name, identities, accelerator, out) -> lis
     if cfg.priors == "no" or (cfg.priors == "auto" and spec.source != "synthetic"):
         return []
     first = next(iter(identities))
-    size = resolve_input_size(describe_encoder(first).family, spec, cfg.image_size).size  # validated before the run
+    size = resolve_input_size(describe_encoder(first, cfg.revision).family, spec, cfg.image_size).size  # validated before the run
     key = dict(encoder=PRIOR_ENCODER, task=task_name, dataset=dataset, image_size=size, seed=cfg.seed, version=__version__, cell_format=3,
-               num_train_samples=cfg.num_train_samples, max_eval_samples=cfg.max_eval_samples, data_dir=cfg.data_dirs.get(dataset))
+               num_train_samples=cfg.num_train_samples, max_eval_samples=cfg.max_eval_samples, data_dir=cfg.data_dirs.get(dataset),
+               **({"dataset_identity": dataset_identity(dataset)} if dataset_identity(dataset) else {}))
     path = out / "cells" / f"prior-{dataset}-{task_name}-{_digest(key)}.json"
     if not path.is_file():
         task = get_task(task_name)
@@ -436,6 +442,9 @@ def write_outputs(records: list[dict], out: Path) -> None:
 
 def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
     import accelerate
+    import datasets
+    import evaluate
+    import huggingface_hub
     import transformers
 
     from . import __version__
@@ -448,7 +457,8 @@ def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
         "config": asdict(cfg), "seed": cfg.seed, "encoders": cfg.resolved_encoders(), "git_revision": rev or None,
         "attacks_per_task": cfg.attack_plan, "worst_case": cfg.worst_case,
         "versions": {"hf_ssl_robust": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "accelerate": accelerate.__version__, "python": platform.python_version()},
+                     "accelerate": accelerate.__version__, "datasets": datasets.__version__, "huggingface_hub": huggingface_hub.__version__,
+                     "evaluate": evaluate.__version__, "python": platform.python_version()},
         "processes": accelerator.num_processes, "device": str(accelerator.device), "mixed_precision": cfg.mixed_precision,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
     }

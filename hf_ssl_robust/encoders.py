@@ -335,7 +335,9 @@ def load_encoder(
             backbone = AutoModel.from_pretrained(resolved, **model_kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(name, resolved, err) from err
-    return PixelEncoder(backbone, mean=mean, std=std, pre_norm=pre_norm).eval()
+    encoder = PixelEncoder(backbone, mean=mean, std=std, pre_norm=pre_norm).eval()
+    encoder.revision = revision  # what a lean head pins (heads/lean.py), with the commit it resolves to
+    return encoder
 
 
 def _saved_normalisation(resolved: str, kwargs: dict) -> dict:

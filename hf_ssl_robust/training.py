@@ -50,6 +50,7 @@ class TrainHeadConfig:
     """Settings of `train_head`; unset hyper-parameters take the paper's preset for the task."""
 
     encoder: str = field(default="", metadata={"help": "Encoder: preset, Hub id, bundled name or local folder."})
+    revision: str | None = field(default=None, metadata={"help": "Hub commit SHA, branch or tag of the encoder (its resolved commit is in the head's key)."})
     task: str = field(default="classification", metadata={"help": "The downstream task.", "choices": ["classification", "segmentation", "depth"]})
     dataset: str = field(default="shapes", metadata={"help": "Registry dataset name (see `hf-ssl-robust info`)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where the head is saved (default outputs/heads/<encoder>-<dataset>-<task>)."})
@@ -166,7 +167,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
     spec = get_dataset_spec(cfg.dataset, task=cfg.task)
     hp = cfg.hyperparameters(spec)
     set_seed(cfg.seed)
-    encoder = load_encoder(encoder if encoder is not None else cfg.encoder)
+    encoder = load_encoder(encoder if encoder is not None else cfg.encoder, revision=cfg.revision)
     inp = resolve_input_size(encoder_family(encoder.config), spec, cfg.image_size)  # the paper's sizes
     size = inp.size
     image_size = inp.window or (size if isinstance(size, int) else min(size))  # the head's window / crop side
@@ -240,7 +241,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
         "best_epoch": result["best_epoch"], "hyperparameters": {**hp, "lr": lr}, "lr_search": attempts,
         "image_size": image_size, "input_size": size, "window_stride": inp.stride, "feature_cache": use_cache, "num_train": len(train_idx), "num_val": n_val,
         "timings": timings, "mixed_precision": precision, "num_processes": accelerator.num_processes, "config": asdict(cfg),
-        "key": head_key(cfg, encoder_identity(cfg.encoder or encoder.backbone).fingerprint, precision),
+        "key": head_key(cfg, encoder_identity(cfg.encoder or encoder.backbone, revision=cfg.revision).fingerprint, precision),
     }
     if cfg.output_dir is not None:
         out = Path(cfg.output_dir)
@@ -253,7 +254,7 @@ def train_head(cfg: TrainHeadConfig, accelerator: Accelerator | None = None, enc
 
 
 # Settings that do not change the trained head (where it is saved, how fast it is made, what is scored after).
-_NOT_IN_KEY = ("encoder", "output_dir", "num_workers", "eval_batch_size", "evaluate_test", "num_eval_samples", "max_cache_gb", "embed_encoder")
+_NOT_IN_KEY = ("encoder", "revision", "output_dir", "num_workers", "eval_batch_size", "evaluate_test", "num_eval_samples", "max_cache_gb", "embed_encoder")
 
 
 def head_key(cfg: TrainHeadConfig, encoder_fingerprint: str, precision: str) -> dict:
@@ -262,7 +263,11 @@ def head_key(cfg: TrainHeadConfig, encoder_fingerprint: str, precision: str) -> 
     a head only when its key is equal."""
     key = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_KEY}
     key.update(data_dir=str(Path(cfg.data_dir).resolve()) if cfg.data_dir else None, mixed_precision=precision,
-               encoder_fingerprint=encoder_fingerprint)
+               encoder_fingerprint=encoder_fingerprint)  # the fingerprint holds the revision's commit
+    from .data.custom import dataset_identity
+
+    if dataset_identity(cfg.dataset):  # a --dataset_name dataset: its source, columns and revision, not only its name
+        key["dataset_identity"] = dataset_identity(cfg.dataset)
     return key
 
 

@@ -64,10 +64,11 @@ class EncoderInfo:
     source: str  # "folder", "cache" or "known preset"
 
 
-def describe_encoder(name: str) -> EncoderInfo:
+def describe_encoder(name: str, revision: str | None = None) -> EncoderInfo:
     """Read an encoder's config without loading weights (folder, then the Hub cache, then the presets).
 
     Whether the backbone family is supported is decided by `load_encoder` (its registry), not here.
+    `revision`: the Hub commit, branch or tag whose config is read (a Hub id only).
 
     Raises:
         ValueError: nothing describes it (no folder config, not cached, not a known preset).
@@ -81,14 +82,14 @@ def describe_encoder(name: str) -> EncoderInfo:
         if not (path / "config.json").is_file():
             raise ValueError(f"encoder {name!r}: folder {resolved!r} has no config.json (write it with save_pretrained).")
         config, source = json.loads((path / "config.json").read_text()), "folder"
-    elif resolved in KNOWN_ENCODERS:
+    elif resolved in KNOWN_ENCODERS and not revision:
         config, source = KNOWN_ENCODERS[resolved], "known preset"
     else:
         from transformers import AutoConfig
 
         try:
             local = hub_offline() or not hub_reachable()
-            config, source = AutoConfig.from_pretrained(resolved, local_files_only=local).to_dict(), "cache"
+            config, source = AutoConfig.from_pretrained(resolved, local_files_only=local, revision=revision).to_dict(), "cache"
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"encoder {name!r}: no folder {resolved!r}, and its config is not in the Hub cache"
@@ -264,7 +265,7 @@ def benchmark_problems(cfg, *, encoders: bool = True) -> list[str]:
     if encoders:
         for name in cfg.resolved_encoders():
             try:
-                describe_encoder(name)
+                describe_encoder(name, getattr(cfg, "revision", None))
             except ValueError as err:
                 problems.append(str(err))
     return problems

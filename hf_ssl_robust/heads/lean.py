@@ -84,7 +84,7 @@ def encoder_reference_for(model) -> dict | None:
     if not name:
         why = "the encoder was given as a module in memory, with no name or folder to point at"
     else:
-        ident = encoder_identity(name)
+        ident = encoder_identity(name, revision=getattr(model.encoder, "revision", None))
         if ident.kind == "hub" and not ident.revision:
             why = f"the commit of {ident.source!r} is unknown (not in the cache and the Hub is unreachable)"
         elif ident.kind == "local" and not ident.weights_sha256:
