@@ -149,15 +149,13 @@ def render_making_block(results_dir: Path) -> str:
                   probe_table(probes), ""]
     args = _json(results_dir / "pretraining_args.json")
     steps = _jsonl(results_dir / "logs" / "steps.jsonl")
-    seconds: dict[str, float] = {}
-    for s in steps:
-        seconds[s["step"]] = seconds.get(s["step"], 0) + s["seconds"]
+    first_pretraining = next((s for s in steps if s["step"] == "pretraining"), None)
     if args:
         sentence = (f"Pretraining: {args['steps_done']} steps of a {args['max_steps']}-step cosine schedule, "
                     f"{args['batch_size']} scene pairs per step from a pool of {args['pool_scenes']} pairs rendered once "
                     f"({args['scenes_seen']} pairs seen), {args['minutes']:.1f} min of training")
-        if "pretraining" in seconds:
-            sentence += f", {_minutes(seconds['pretraining'])} for the whole step with the pool's rendering and the probes"
+        if first_pretraining is not None:
+            sentence += f", {_minutes(first_pretraining['seconds'])} for the whole step with the pool's rendering and the probes"
         lines += [sentence + " (`docs/embedded_default/pretraining_args.json`, `logs/steps.jsonl`).", ""]
     ceiling = _json(results_dir / "supervised_ceiling_resnet.json")
     if isinstance(ceiling, dict):
@@ -165,10 +163,18 @@ def render_making_block(results_dir: Path) -> str:
                   f"{ceiling['args']['batch_size']} scenes scores {ceiling['test_accuracy']:.3f} accuracy on the "
                   f"{ceiling['test_scenes']} test scenes (`docs/embedded_default/supervised_ceiling_resnet.json`).", ""]
     if steps:
-        revisions = sorted({s["revision"] for s in steps})
-        table = ["| step | wall time |", "|---|---|"] + [f"| {name} | {_minutes(sec)} |" for name, sec in seconds.items()]
-        lines += [f"Every step of `scripts/make_embedded_default.sh` at revision {', '.join(r[:7] for r in revisions)} "
-                  "on this project's 2-core CPU machine (`docs/embedded_default/logs/`):", "", *table, ""]
+        runs: list[list] = []  # consecutive lines of one step at one revision: one row
+        for s in steps:
+            if runs and runs[-1][:2] == [s["step"], s["revision"]]:
+                runs[-1][2] += s["seconds"]
+            else:
+                runs.append([s["step"], s["revision"], s["seconds"], s["started"]])
+        table = ["| step | revision | started (UTC) | wall time |", "|---|---|---|---|"]
+        table += [f"| {name} | {rev[:7]}{'+dirty' if rev.endswith('+dirty') else ''} | {started.replace('T', ' ').rstrip('Z')} | "
+                  f"{_minutes(sec)} |" for name, rev, sec, started in runs]
+        lines += ["Every step of `scripts/make_embedded_default.sh`, as `docs/embedded_default/logs/steps.jsonl` recorded it "
+                  "on this project's 2-core CPU machine (wall times: they include whatever else shared the machine; a step run again in the same output folder resumes: a finished "
+                  "pretraining or DeACL run is not redone):", "", *table, ""]
     return "\n".join(lines + [end])
 
 
