@@ -19,8 +19,16 @@
 
 from __future__ import annotations
 
-from .attacks import ATTACKS, Attack, make_attack
-from .attacks.objectives import DEFAULT_LOSS, LOSSES, loss_task
+from typing import TYPE_CHECKING
+
+# torch-free copies of the registry names (checked against the registries by tests/test_cli_fast.py): the config
+# checks `--attacks` with them before anything imports torch; `build_attack` imports the attacks themselves
+from .names import ATTACK_KINDS as ATTACKS
+from .names import DEFAULT_LOSS, loss_task
+from .names import LOSS_NAMES as LOSSES
+
+if TYPE_CHECKING:
+    from .attacks import Attack
 
 STRONG_LOSSES = {
     "classification": ["ce", "dlr"],  # AutoAttack's two untargeted APGD losses (APGD-T below)
@@ -71,7 +79,8 @@ def attack_task(spec: str, task: str) -> str | None:
         return f"apgd:{loss}" if loss_task(loss) == task else None
     if base == "square":  # every task; `square` uses the task's SQUARE_LOSS
         return spec if not loss or loss_task(loss) == task else None
-    if ATTACKS[base].surface == "encoder" or ATTACKS[base].task == task:
+    surface, attack_task_name = ATTACKS[base]
+    if surface == "encoder" or attack_task_name == task:
         return spec
     return None
 
@@ -115,6 +124,8 @@ def build_attack(name: str, task, spec, progressive: bool = False, square_querie
     `square_queries` replaces `steps` for Square (its query budget; gradient attacks keep `steps`).
     APGD-T targets min(9, K − 1) classes of the dataset's K.
     """
+    from .attacks import make_attack
+
     base, _, loss = name.partition(":")
     if base not in ("apgd", "square", "apgd_t"):
         return make_attack(base, **common, **task.attack_kwargs(base, spec))

@@ -18,7 +18,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,91 +26,27 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from torch.utils.data import DataLoader
 
-from .attack_suites import SUITES, build_attack, check_plan
+from .attack_suites import build_attack
 from .batching import find_max_batch_size
 from .distributed import min_across_processes
 from .data import get_dataset_spec, make_dataset
-from .data.custom import DatasetArgs, add_custom_dataset, dataset_identity, revision_problems, run_provenance
+from .configs import BenchmarkConfig  # noqa: F401  (re-export: its home was here)
+from .data.custom import dataset_identity, run_provenance
 from .data.loaders import IndexedDataset, resolve_num_workers
 from .data.loading import collate
-from .encoders import bundled_encoders, load_encoder
+from .encoders import load_encoder
 from .evaluation import evaluate
 from .head_store import differences, is_head, match_given, stored_key
 from .identity import EncoderIdentity, encoder_identity
-from .precision import autocast, check_mixed_precision, make_accelerator, resolve_precision
-from .results import display_name, format_eps, markdown_tables, parse_eps, plot_examples, plot_robustness_curves, write_csv, write_json
+from .precision import autocast, make_accelerator, resolve_precision
+from .results import display_name, format_eps, markdown_tables, plot_examples, plot_robustness_curves, write_csv, write_json
 from .sizes import encoder_family, resolve_input_size
-from .tasks import TASKS, get_task
+from .tasks import get_task
 from .training import TrainHeadConfig, head_key, train_head
 from .uncertainty import interval_fields
 from .validation import benchmark_problems, cells, describe_encoder, raise_problems
 
 logger = get_logger(__name__)
-
-
-@dataclass
-class BenchmarkConfig(DatasetArgs):
-    """What to benchmark. Empty `encoders` means the bundled tiny encoders (the embedded default);
-    `--dataset_name` (fields of `DatasetArgs`) adds a dataset that is not in the registry."""
-
-    encoders: list[str] = field(default_factory=list, metadata={"help": "Encoders (preset, Hub id, bundled name, folder)."})
-    revision: str | None = field(default=None, metadata={"help": "Hub commit SHA, branch or tag of the encoders (Hub ids only; a local folder or bundled encoder is refused); the resolved commit is recorded in run_info.json."})
-    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": "classification segmentation depth"})
-    datasets: list[str] = field(default_factory=lambda: ["shapes"], metadata={"help": "Registry dataset names."})
-    attacks: list[str] = field(default_factory=lambda: ["embed", "pgd", "segpgd", "depth_pgd"], metadata={"help": "Each applies to the tasks it fits; embed and apgd (each task's default loss) to all; apgd:LOSS to LOSS's task; `strong` = paper attack + embed + APGD with every loss, and --worst_case."})
-    eps: list[str] = field(default_factory=lambda: ["8/255"], metadata={"help": "Radii in pixel units, e.g. 2/255 8/255 (L-inf: in [0, 1]; L2 radii may exceed 1)."})
-    steps: int = field(default=20, metadata={"help": "Attack steps (paper: 20)."})
-    square_queries: int = field(default=1000, metadata={"help": "Query budget of the gradient-free Square attack (`--attacks square`; one forward per query, no backward)."})
-    step_size: str = field(default="auto", metadata={"help": "Step size; auto = eps/4 (2/255 at the paper's 8/255)."})
-    norm: str = field(default="linf", metadata={"help": "linf | l2"})
-    track_best: bool = field(default=False, metadata={"help": "Keep each image's most damaging iterate (APGD always does)."})
-    worst_case: bool = field(default=False, metadata={"help": "Add a `worst` row: per image the attack that hurt it most (needs >= 2 attacks per task)."})
-    progressive: bool = field(default=False, metadata={"help": "SEA's progressive radius (2ε → 1.5ε → ε over 30/30/40 %% of the steps) for the segmentation APGD attacks."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the evaluation split (same images clean and attacked)."})
-    batch_size: str = field(default="32", metadata={"help": "Evaluation / attack batch size, or `auto`: the largest that fits in memory."})
-    output_dir: str = field(default="outputs/benchmark", metadata={"help": "Results, heads and plots go here; re-running resumes."})
-    heads_dir: str | None = field(default=None, metadata={"help": "Reuse heads trained by an earlier run (its output_dir/heads): a head is taken only if it was trained for this exact encoder (weights fingerprint), dataset, task and head settings; one that differs is refused, naming the difference."})
-    force_heads: bool = field(default=False, metadata={"help": "Reuse --heads_dir heads for the same encoder name, dataset and task even when their identity differs (logged and listed in run_info.json)."})
-    data_dir: list[str] = field(default_factory=list, metadata={"help": "Local copies: NAME=PATH per dataset (repeatable), e.g. cityscapes=/data/cs; a bare PATH when only one requested dataset reads files. ShapesWorld is always generated."})
-    image_size: int | None = field(default=None, metadata={"help": "Input size: square side (classification), short side and window (dense tasks). Default: the paper's size for the encoder family and dataset (see `hf-ssl-robust info` / hf_ssl_robust.sizes)."})
-    num_train_samples: int | None = field(default=None, metadata={"help": "Head training subset (ShapesWorld: how many scenes)."})
-    head_epochs: int | None = field(default=None, metadata={"help": "Override the paper's head epochs (all tasks)."})
-    head_lr: float | None = field(default=None, metadata={"help": "Override the paper's head learning rate (all tasks)."})
-    num_examples: int = field(default=4, metadata={"help": "Images in each clean-vs-adversarial example figure."})
-    num_workers: str = field(default="auto", metadata={"help": "DataLoader workers for head training and evaluation; auto: none for in-memory ShapesWorld, else up to 8 (one core left free)."})
-    embed_encoder: bool = field(default=False, metadata={"help": "Save trained heads with their encoder's weights inside (self-contained, for offline use); default: lean heads that pin their encoder."})
-    priors: str = field(default="auto", metadata={"help": "Image-free prior rows (majority class, per-pixel class prior, per-pixel mean depth from the training split): auto = for generated data (cheap), yes = every dataset (reads the training split once more), no.", "choices": ["auto", "yes", "no"]})
-    dry_run: bool = field(default=False, metadata={"help": "Print every cell that would run (sizes, windows, head settings, forward/backward passes) without loading weights or data."})
-    mixed_precision: str | None = field(default=None, metadata={"help": "Autocast for attacks and evaluation (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", "choices": ["no", "bf16", "fp16"]})
-    seed: int = field(default=0, metadata={"help": "Seed of head training, subsets and every attack's random starts (per image, attack and restart)."})
-
-    def __post_init__(self):
-        from .validation import benchmark_problems, parse_data_dirs, raise_problems
-
-        check_mixed_precision(self.mixed_precision)
-        if self.priors not in ("auto", "yes", "no"):
-            raise ValueError(f"priors must be auto, yes or no, got {self.priors!r}.")
-        self.data_dir = [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
-        if any(a in SUITES for a in self.attacks):
-            self.worst_case = True  # a suite is run for its worst case
-        custom = add_custom_dataset(self) + revision_problems(self)  # --dataset_name: loaded and checked here, before any work
-        raise_problems(custom + benchmark_problems(self, encoders=False))  # every cheap check, all at once
-        self.attack_plan = check_plan(self.attacks, self.tasks, self.worst_case, self.progressive)  # task -> attacks
-        self.eps_values = [parse_eps(e, norm=self.norm) for e in self.eps]
-        if str(self.batch_size) != "auto":
-            self.batch_size = int(self.batch_size)
-        self.data_dirs = parse_data_dirs(self.data_dir, self.datasets)[0]
-
-    def resolved_encoders(self) -> list[str]:
-        if self.encoders:
-            return list(self.encoders)
-        bundled = bundled_encoders()
-        if not bundled:
-            raise ValueError("No --encoders given and no bundled encoders found: pass --encoders <name or folder>.")
-        return list(bundled)
-
-    def attack_step_size(self, eps: float) -> float:
-        return eps / 4 if self.step_size == "auto" else parse_eps(self.step_size, norm=self.norm)
 
 
 def _slug(*parts: str) -> str:

@@ -28,11 +28,10 @@ COMMANDS = ("benchmark", "train-head", "deacl", "push", "results", "leaderboard"
 
 
 def benchmark_main(argv: list[str] | None = None) -> int:
-    from .benchmark import BenchmarkConfig, run_benchmark
-    from .results import markdown_tables
+    from .configs import BenchmarkConfig
 
     device_flags, argv = _dry_run_device_flags(argv)
-    cfg = parse_config(BenchmarkConfig, argv, "hf-ssl-robust benchmark")
+    cfg = parse_config(BenchmarkConfig, argv, "hf-ssl-robust benchmark")  # torch-free: --help and bad input answer at once
     if cfg.dry_run:
         from .planning import estimate_time, format_plan, plan_benchmark
         from .validation import cells
@@ -43,7 +42,9 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     if device_flags.given:
         raise ValueError("--gpu, --num_processes and --calibration only apply to --dry_run (the time estimate); "
                          "a real run uses the devices `accelerate launch` gives it.")
+    from .benchmark import run_benchmark
     from .precision import make_accelerator
+    from .results import markdown_tables
 
     # The accelerator first: a bare `PartialState()` made before it would fix the process state without
     # reading ACCELERATE_USE_CPU, and every process of a CPU `accelerate launch` would then run alone.
@@ -78,12 +79,14 @@ def cells_reuse_line(run_info: Path) -> str | None:
 
 
 def train_head_main(argv: list[str] | None = None) -> int:
-    from .results import display_name
-    from .training import TrainHeadConfig, train_head
+    from .configs import TrainHeadConfig
 
     cfg = parse_config(TrainHeadConfig, argv, "hf-ssl-robust train-head")
     if not cfg.encoder:
         raise ValueError("train-head needs --encoder (a preset, Hub id, bundled name or local folder; see `hf-ssl-robust info`).")
+    from .results import display_name
+    from .training import train_head
+
     if cfg.output_dir is None:
         cfg.output_dir = f"outputs/heads/{display_name(cfg.encoder)}-{cfg.dataset}-{cfg.task}"
     _, info = train_head(cfg)
@@ -99,12 +102,14 @@ def train_head_main(argv: list[str] | None = None) -> int:
 
 
 def deacl_main(argv: list[str] | None = None) -> int:
-    from accelerate import DistributedDataParallelKwargs
-
-    from .defenses import DeACLConfig, train_deacl
-    from .precision import make_accelerator
+    from .configs import DeACLConfig
 
     cfg = parse_config(DeACLConfig, argv, "hf-ssl-robust deacl")
+    from accelerate import DistributedDataParallelKwargs
+
+    from .defenses import train_deacl
+    from .precision import make_accelerator
+
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # DINOv2's mask token gets no gradient
     accelerator = make_accelerator(cfg.mixed_precision, kwargs_handlers=[ddp])
     eval_fn = None
@@ -325,12 +330,12 @@ def parse_config(config_class, argv: list[str] | None, prog: str):
     import argparse
     import json
 
-    from transformers import HfArgumentParser
+    from .arguments import config_parser, parse_into
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(config_class, prog=prog)
+    parser = config_parser(config_class, prog)  # HfArgumentParser's options, without importing transformers
     # `--eps -8/255` is a (bad) value, not an option: let the config say what is wrong with it.
     parser._negative_number_matcher = re.compile(r"^-\d+(/\d+)?$|^-\d*\.\d+$")
     rest = _merge_repeated(rest, {f"--{a.dest}" for a in parser._actions if a.nargs in ("+", "*")})
@@ -349,8 +354,7 @@ def parse_config(config_class, argv: list[str] | None, prog: str):
         if unknown:
             raise ValueError(f"Unknown field(s) {unknown} in {str(path)!r}; see `{prog} --help`.")
         parser.set_defaults(**values)
-    cfg, *_ = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
-    return cfg
+    return parse_into(parser, config_class, rest)
 
 
 def _merge_repeated(argv: list[str], list_flags: set[str]) -> list[str]:

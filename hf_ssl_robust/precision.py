@@ -21,17 +21,10 @@ import logging
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = ("no", "bf16", "fp16")
+from .configs import PRECISIONS, check_mixed_precision  # noqa: F401  (re-export: their home was here)
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 logger = logging.getLogger(__name__)
-
-
-def check_mixed_precision(value: str | None) -> str | None:
-    """`value` if it is one of `PRECISIONS` (or None: take accelerate's setting), else a clear error."""
-    if value is not None and value not in PRECISIONS:
-        raise ValueError(f"mixed_precision must be one of {list(PRECISIONS)} (or unset to follow "
-                         f"`accelerate launch --mixed_precision`), got {value!r}.")
-    return value
 
 
 def make_accelerator(mixed_precision: str | None = None, **kwargs):

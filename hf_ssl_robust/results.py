@@ -12,9 +12,9 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from fractions import Fraction
 from pathlib import Path
 
+from .configs import parse_eps  # noqa: F401  (re-export: its home was here)
 from .diagnostics import flag_legend, flag_marker
 from .uncertainty import NOT_SEPARATED_MARK, NOT_SEPARATED_NOTE, half_width, record_interval, record_separated
 
@@ -45,23 +45,6 @@ TASK_TABLES = {
     "segmentation": ("Table 2: semantic segmentation mIoU (higher is better)", "mean_iou"),
     "depth": ("Table 3: monocular depth RMSE in metres (lower is better)", "rmse"),
 }
-
-
-def parse_eps(value: str | float | int, norm: str = "linf") -> float:
-    """Parse an ε given as `8/255`, `0.0314` or `0` (never `eval`). L-inf radii lie in [0, 1];
-    L2 radii may exceed 1 (ImageNet-scale L2 attacks use 0.5 to 3 and more)."""
-    if isinstance(value, (int, float)):
-        eps = float(value)
-    else:
-        try:
-            eps = float(Fraction(str(value).strip()))
-        except (ValueError, ZeroDivisionError) as err:
-            raise ValueError(f"Cannot read eps {value!r}: write it as a fraction like 8/255 or a number like 0.03.") from err
-    if math.isnan(eps) or eps < 0:
-        raise ValueError(f"eps={value!r} is negative: eps is a radius >= 0 in [0, 1] pixel units (8/255 is the paper's).")
-    if norm != "l2" and eps > 1.0:
-        raise ValueError(f"eps={value!r} is above 1: L-inf eps is in [0, 1] pixel units (8/255 is the paper's); L2 radii may exceed 1 with --norm l2.")
-    return eps
 
 
 def format_eps(eps: float) -> str:

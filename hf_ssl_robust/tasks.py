@@ -104,7 +104,7 @@ TASKS: dict[str, Task] = {
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        from .suggestions import did_you_mean
+        from .configs import check_task
 
-        raise ValueError(f"Unknown task {name!r}{did_you_mean(name, TASKS)}; available: {sorted(TASKS)}")
+        check_task(name)  # raises the error (torch-free, for the configs)
     return TASKS[name]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,67 +30,13 @@ from .distributed import GlobalBatchSampler, global_mean_weight, synced_batchnor
 from .encoders import load_encoder
 from .identity import encoder_identity
 from .evaluation import evaluate
-from .precision import autocast, check_mixed_precision, make_accelerator, resolve_precision
+from .precision import autocast, make_accelerator, resolve_precision
 from .results import write_json
 from .sizes import encoder_family, resolve_input_size
 from .tasks import get_task
+from .configs import PAPER_PRESETS, TrainHeadConfig  # noqa: F401  (re-export: their home was here)
 
 logger = get_logger(__name__)
-
-# The paper's head-training hyper-parameters (DESIGN.md §4).
-PAPER_PRESETS = {
-    "classification": dict(epochs=5, batch_size=16, lr=0.5, weight_decay=0.0, optimizer="adam"),
-    "segmentation": dict(epochs=50, batch_size=16, lr=1e-4, weight_decay=1e-3, optimizer="adamw"),
-    "depth": dict(epochs=20, batch_size=128, lr=1e-4, weight_decay=1e-2, optimizer="adamw"),
-}
-
-
-@dataclass
-class TrainHeadConfig:
-    """Settings of `train_head`; unset hyper-parameters take the paper's preset for the task."""
-
-    encoder: str = field(default="", metadata={"help": "Encoder: preset, Hub id, bundled name or local folder."})
-    revision: str | None = field(default=None, metadata={"help": "Hub commit SHA, branch or tag of the encoder (its resolved commit is in the head's key)."})
-    task: str = field(default="classification", metadata={"help": "The downstream task.", "choices": ["classification", "segmentation", "depth"]})
-    dataset: str = field(default="shapes", metadata={"help": "Registry dataset name (see `hf-ssl-robust info`)."})
-    output_dir: str | None = field(default=None, metadata={"help": "Where the head is saved (default outputs/heads/<encoder>-<dataset>-<task>)."})
-    data_dir: str | None = field(default=None, metadata={"help": "Local folder for datasets that are not on the Hub."})
-    image_size: int | None = field(default=None, metadata={"help": "Input size: square side (classification), short side and window (dense tasks). Default: the paper's size for the encoder family and dataset (see `hf-ssl-robust info` / hf_ssl_robust.sizes)."})
-    epochs: int | None = field(default=None, metadata={"help": "Epochs; default: the task's paper preset, then the dataset's `head_presets`."})
-    batch_size: int | None = field(default=None, metadata={"help": "Global batch size (split across processes); default: the preset's."})
-    lr: float | None = field(default=None, metadata={"help": "Learning rate; default: the preset's (classification searches a few, see lr_candidates)."})
-    weight_decay: float | None = field(default=None, metadata={"help": "Weight decay; default: the preset's."})
-    optimizer: str | None = field(default=None, metadata={"help": "Optimizer; default: the preset's.", "choices": ["adam", "adamw", "sgd"]})
-    lr_candidates: list[float] = field(default_factory=list, metadata={"help": "Learning rates to try, best validation wins (default: classification tries the paper's 0.5 and three decades below it; other tasks only the paper's)."})
-    augment: bool = field(default=True, metadata={"help": "Paper augmentation: flips (+ random crops for dense tasks)."})
-    cache_features: str = field(default="auto", metadata={"help": "Train on cached encoder features (auto: when only flips augment and the cache is small).", "choices": ["auto", "yes", "no"]})
-    max_cache_gb: float = field(default=4.0, metadata={"help": "auto caching only below this cache size."})
-    val_fraction: float = field(default=0.1, metadata={"help": "Validation share carved from the training split."})
-    num_train_samples: int | None = field(default=None, metadata={"help": "Subset of the training split (ShapesWorld: how many to render)."})
-    num_eval_samples: int | None = field(default=None, metadata={"help": "Subset of the evaluation split."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of feature caching, validation and the test scoring."})
-    embed_encoder: bool = field(default=False, metadata={"help": "Save the encoder's weights inside the head folder (self-contained: offline use, the bundled Space); default: a lean folder pinning the encoder (id or folder, revision, weights SHA-256)."})
-    evaluate_test: bool = field(default=True, metadata={"help": "Score the trained head on the evaluation split (the benchmark scores it itself)."})
-    mixed_precision: str | None = field(default=None, metadata={"help": "Autocast precision (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", "choices": ["no", "bf16", "fp16"]})
-    num_workers: str = field(default="auto", metadata={"help": "DataLoader workers; auto: none for in-memory data (ShapesWorld, cached features), else up to 8 (one core left free)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the split, the shuffling, the augmentation and the head's initialisation."})
-
-    def __post_init__(self):
-        get_task(self.task)
-        check_mixed_precision(self.mixed_precision)
-        if self.cache_features not in ("auto", "yes", "no"):
-            raise ValueError(f"cache_features must be auto, yes or no, got {self.cache_features!r}.")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
-        if self.optimizer is not None and self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}.")
-        resolve_num_workers(self.num_workers)
-
-    def hyperparameters(self, spec=None) -> dict:
-        """The paper's preset for the task, then the dataset's own `head_presets`, then explicit settings."""
-        preset = {**PAPER_PRESETS[self.task], **(spec.head_presets.get(self.task, {}) if spec is not None else {})}
-        return {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in preset.items()}
-
 
 class _CachedFeatures(Dataset):
     """Cached `(features, target)` of each image and, with flips, of its mirror image."""

@@ -16,15 +16,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .attacks import ATTACKS
-from .attacks.base import NORMS
-from .data import DATASETS
-from .data.loading import datasets_offline
-from .families import token_stride
-from .results import parse_eps
-from .sizes import encoder_family
+from .configs import parse_eps
+from .data.registry import DATASETS, TASKS, datasets_offline
+from .names import ATTACK_KINDS as ATTACKS  # torch-free: the config runs these checks before torch is imported
+from .names import NORMS
 from .suggestions import did_you_mean
-from .tasks import TASKS
 
 __all__ = ["EncoderInfo", "benchmark_problems", "cells", "describe_encoder", "parse_data_dirs", "raise_problems"]
 
@@ -74,6 +70,8 @@ def describe_encoder(name: str, revision: str | None = None) -> EncoderInfo:
         ValueError: nothing describes it (no folder config, not cached, not a known preset).
     """
     from .encoders import hub_offline, hub_reachable, resolve_encoder_name
+    from .families import token_stride
+    from .sizes import encoder_family
 
     resolved = resolve_encoder_name(name)
     path = Path(resolved)

@@ -3,33 +3,35 @@
 ``synthetic`` (ShapesWorld) is imported lazily by the loaders, so this package imports on its own.
 """
 
-from .loading import (
-    DEFAULT_SHAPES_SAMPLES,
-    DatasetUnavailableError,
-    ShapesTensorDataset,
-    UnifiedDataset,
-    check_columns,
-    collate,
-    load_split,
-    make_dataloader,
-    make_dataset,
-    subset_indices,
-    to_unified,
-)
-from .loaders import IndexedDataset, resolve_num_workers
+import importlib
+import importlib.util
+
 from .registry import DATASETS, TARGET_KEYS, TASKS, DatasetSpec, get_dataset_spec, register_dataset
-from .transforms import (
-    CenterCrop,
-    Compose,
-    PadToMultiple,
-    RandomCrop,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    RandomVerticalFlip,
-    Resize,
-    eval_transform,
-    train_transform,
-)
+
+# Everything else loads on first use (PEP 562): the registry alone is torch-free, so the command line
+# checks dataset names without importing torch.
+_LAZY = {
+    **dict.fromkeys(("DEFAULT_SHAPES_SAMPLES", "DatasetUnavailableError", "ShapesTensorDataset", "UnifiedDataset", "check_columns",
+                     "collate", "load_split", "make_dataloader", "make_dataset", "subset_indices", "to_unified"), ".loading"),
+    **dict.fromkeys(("IndexedDataset", "resolve_num_workers"), ".loaders"),
+    **dict.fromkeys(("CenterCrop", "Compose", "PadToMultiple", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
+                     "RandomVerticalFlip", "Resize", "eval_transform", "train_transform"), ".transforms"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DATASETS",

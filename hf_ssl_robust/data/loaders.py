@@ -37,13 +37,9 @@ def resolve_num_workers(value: int | str, dataset=None) -> int:
         ValueError: neither ``"auto"`` nor an integer >= 0.
     """
     if str(value) != "auto":
-        try:
-            n = int(value)
-        except ValueError:
-            n = -1
-        if n < 0:
-            raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {value!r}")
-        return n
+        from ..configs import check_num_workers
+
+        return check_num_workers(value)
     inner = dataset
     while hasattr(inner, "dataset") and not isinstance(inner, UnifiedDataset):  # Subset, IndexedDataset
         inner = inner.dataset

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .registry import DatasetSpec, get_dataset_spec
+from .registry import DatasetSpec, datasets_offline, get_dataset_spec
 from .transforms import eval_transform
 
 __all__ = [
@@ -126,11 +126,6 @@ def subset_indices(total: int, num_samples: int, seed: int = 0) -> list[int]:
         return list(range(total))
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
     return sorted(perm[:num_samples].tolist())
-
-
-def datasets_offline() -> bool:
-    """True when `datasets` will not download (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set)."""
-    return any(os.environ.get(v, "0").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def _load_hub(spec: DatasetSpec, split: str):

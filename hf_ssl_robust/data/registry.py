@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "DATASETS",
     "register_dataset",
     "get_dataset_spec",
+    "datasets_offline",
     "CITYSCAPES_LABEL_TO_TRAIN_ID",
 ]
 
@@ -171,6 +173,11 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {}
 _FIELDS = tuple(f.name for f in dataclasses.fields(DatasetSpec))
+
+
+def datasets_offline() -> bool:
+    """True when `datasets` will not download (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set)."""
+    return any(os.environ.get(v, "0").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:

@@ -32,12 +32,11 @@ Example:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,128 +47,12 @@ from torch import Tensor
 from ..attacks import EmbedAttack, make_attack
 from ..encoders import PixelEncoder, load_encoder
 from ..processing import save_image_processor
-from ..precision import check_mixed_precision, make_accelerator, resolve_precision
-from ..results import parse_eps
+from ..precision import make_accelerator, resolve_precision
+from ..configs import ATTACK_ON, OBJECTIVES, DeACLConfig  # noqa: F401  (re-export: their home was here)
 
-ATTACK_ON = ("student", "teacher")
-OBJECTIVES = ("cls", "dense")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CONFIG_NAME = "deacl_config.json"
 STATE_NAME = "trainer_state.json"
-
-
-def _help(text: str, default: Any, choices: tuple | None = None) -> Any:
-    metadata = {"help": text} if choices is None else {"help": text, "choices": list(choices)}
-    return field(default=default, metadata=metadata)
-
-
-@dataclass
-class DeACLConfig:
-    """DeACL run; the defaults are the paper's DINO ViT-B/16 protocol (DESIGN §4), on the bundled encoder unless `encoder` is set."""
-
-    encoder: str = _help("Encoder to make robust: preset, bundled name, Hub id or local folder (default: the bundled "
-                         "standard encoder, as `hf-ssl-robust benchmark`; the paper used dino-vitb16).", "shapes-resnet-tiny")
-    dataset: str = _help("Registry dataset whose images are used (labels unused).", "shapes")
-    image_folder: str | None = _help("Folder of images (ImageNet-style, searched recursively); overrides dataset.", None)
-    data_dir: str | None = _help("Local copy of a registry dataset (save_to_disk, parquet or imagefolder).", None)
-    num_train_samples: int = _help("ShapesWorld only: how many training scenes to render.", 2000)
-    image_size: int | None = _help("Training resolution; default: ShapesWorld's size, else 224 (the paper).", None)
-    batch_size: int = _help("Global batch size, split across processes.", 128)
-    epochs: int = _help("Training epochs (ignored when max_steps is set).", 100)
-    max_steps: int | None = _help("Total optimisation steps; overrides epochs.", None)
-    stop_after_steps: int | None = _help("Stop (after checkpointing) at this step, keeping the schedule of the full run.", None)
-    lr: float = _help("Peak SGD learning rate.", 0.05)
-    momentum: float = _help("SGD momentum.", 0.9)
-    weight_decay: float = _help("SGD weight decay.", 0.0)
-    warmup_epochs: float = _help("Linear warm-up epochs before the cosine decay.", 10.0)
-    warmup_ratio: float | None = _help("Warm-up as a fraction of all steps; default warmup_epochs / epochs.", None)
-    eps: str = _help("L-inf radius in [0, 1] pixel units, e.g. 4/255 (also a float).", "4/255")
-    attack_steps: int = _help("Steps of the inner PGD.", 5)
-    attack_step_size: str | None = _help("Inner PGD step size; default eps / 4.", None)
-    gamma: float = _help("Weight γ of the robustness term.", 2.0)
-    attack_on: str = _help("Generate x_adv on the 'student' (released code) or the frozen 'teacher' (paper text).", "student", ATTACK_ON)
-    objective: str = _help("'cls' (the paper) or 'dense' (also align patch tokens).", "cls", OBJECTIVES)
-    dense_weight: float = _help("Weight of the patch-token terms with objective='dense'.", 1.0)
-    augment: bool = _help("Random resized crops + horizontal and vertical flips.", True)
-    min_crop_scale: float = _help("Smallest crop area (fraction of the image) of the random resized crop.", 0.25)
-    mixed_precision: str | None = _help("'no', 'bf16' or 'fp16' (the pixel layer stays fp32); default: `accelerate launch --mixed_precision`, else no.", None, ("no", "bf16", "fp16"))
-    seed: int = _help("Seed of data order, augmentation, attack starts and dropout.", 0)
-    output_dir: str = _help("Where the encoder, logs and checkpoints go.", "deacl-output")
-    checkpoint_every: int = _help("Save a resumable checkpoint every N steps (0 = never).", 1000)
-    keep_last: int = _help("Keep only the last K checkpoints.", 2)
-    resume: bool = _help("Continue from the latest checkpoint in output_dir/checkpoints.", False)
-    eval_every: int = _help("Call the eval callback every N steps (0 = off).", 0)
-    eval_tasks: list[str] = field(default_factory=lambda: ["classification", "segmentation", "depth"],
-                                  metadata={"help": "Tasks of the robustness-evolution benchmark run every eval_every steps (CLI)."})
-    eval_train_samples: int = _help("ShapesWorld scenes its heads train on.", 600)
-    eval_samples: int = _help("ShapesWorld scenes it scores, clean and attacked.", 64)
-    log_every: int = _help("Log losses every N steps.", 10)
-    num_workers: str = _help("DataLoader workers; auto: none for in-memory ShapesWorld, else up to 8 (one core left free).", "auto")
-    push_to_hub: str | None = _help("Hub repo to publish the robust encoder to (done by the publishing step).", None)
-
-    def __post_init__(self) -> None:
-        self.eps = _parse_eps("eps", self.eps)
-        self.attack_step_size = self.eps / 4 if self.attack_step_size is None else _parse_eps("attack_step_size", self.attack_step_size)
-        _choice("attack_on", self.attack_on, ATTACK_ON)
-        _choice("objective", self.objective, OBJECTIVES)
-        check_mixed_precision(self.mixed_precision)
-        for name in ("batch_size", "epochs", "num_train_samples", "keep_last", "log_every", "eval_train_samples", "eval_samples"):
-            _at_least(name, getattr(self, name), 1)
-        from ..data.loaders import resolve_num_workers
-
-        resolve_num_workers(self.num_workers)
-        from ..tasks import get_task
-
-        for task in self.eval_tasks:
-            try:
-                get_task(task)  # unknown task: a clear error before any training
-            except ValueError as err:
-                raise ValueError(f"eval_tasks: {err}") from None
-        for name in ("attack_steps", "checkpoint_every", "eval_every"):
-            _at_least(name, getattr(self, name), 0)
-        for name in ("max_steps", "stop_after_steps", "image_size"):
-            if getattr(self, name) is not None:
-                _at_least(name, getattr(self, name), 1)
-        for name in ("gamma", "dense_weight", "weight_decay", "warmup_epochs"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r} (the paper uses 0.05).")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r} (the paper uses 0.9).")
-        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}; e.g. 0.1 for 10% warm-up.")
-        if self.warmup_ratio is None and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be < epochs={self.epochs} (or set warmup_ratio).")
-        if not 0 < self.min_crop_scale <= 1:
-            raise ValueError(f"min_crop_scale must be in (0, 1], got {self.min_crop_scale!r}.")
-        if self.image_folder is None:
-            from ..data import DATASETS
-
-            if self.dataset not in DATASETS:
-                from ..suggestions import did_you_mean
-
-                raise ValueError(f"Unknown dataset {self.dataset!r}{did_you_mean(self.dataset, DATASETS)}; available: {sorted(DATASETS)}, or set image_folder=PATH.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _parse_eps(name: str, value: Any) -> float:
-    try:
-        return parse_eps(value)
-    except ValueError as err:
-        raise ValueError(f"{name}: {err}") from err
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
-
-
-def _at_least(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
 
 
 def deacl_loss(student_clean: Tensor, student_adv: Tensor, teacher_clean: Tensor, gamma: float = 2.0) -> tuple[Tensor, dict[str, Tensor]]:
