@@ -51,7 +51,12 @@ def parse_into(parser: argparse.ArgumentParser, config_class: type, argv: list[s
     names = {f.name for f in dataclasses.fields(config_class) if f.init}
     cfg = config_class(**{k: v for k, v in vars(namespace).items() if k in names})
     if remaining:
-        raise ValueError(f"Some specified arguments are not used by the HfArgumentParser: {remaining}")
+        from .suggestions import did_you_mean
+
+        known = [o for action in parser._actions for o in action.option_strings]
+        unknown = [a for a in remaining if a.startswith("-")] or remaining
+        hint = did_you_mean(unknown[0].split("=")[0], known)
+        raise ValueError(f"unknown option(s) {unknown}{hint}; `{parser.prog} --help` lists the options.")
     return cfg
 
 

@@ -131,7 +131,7 @@ def test_config_parser__usage_errors_like_hf_argument_parser(command, argv, caps
 
 def test_parse_into__unknown_option_is_one_error_after_the_config_checks():
     parser = config_parser(BenchmarkConfig, "benchmark")
-    with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--bogus'\]"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['--bogus'\]; `benchmark --help` lists the options"):
         parse_into(parser, BenchmarkConfig, ["--bogus"])
     with pytest.raises(ValueError, match="Cannot read eps"):  # as before: the config's own check comes first
         parse_into(parser, BenchmarkConfig, ["--bogus", "--eps", "8/2x5"])
@@ -151,7 +151,8 @@ FAST = [
     (["benchmark", "--help"], 0, "--dataset_name DATASET_NAME"),
     (["train-head", "--help"], 0, "--no_augment"),
     (["deacl", "--help"], 0, "--attack_on {student,teacher}"),
-    (["benchmark", "--bogus"], 2, "not used by the HfArgumentParser: ['--bogus']"),
+    (["benchmark", "--bogus"], 2, "unknown option(s) ['--bogus']"),
+    (["benchmark", "--encodrs", "x"], 2, "unknown option(s) ['--encodrs'] (did you mean '--encoders'"),
     (["benchmark", "--priors", "maybe"], 2, "invalid choice: 'maybe'"),
     (["benchmark", "--eps", "8/2x5"], 2, "--eps: Cannot read eps '8/2x5'"),
     (["benchmark", "--eps", "-8/255"], 2, "is negative"),
