@@ -66,7 +66,7 @@ def test_train_head__paper_presets_and_overrides():
     from hf_ssl_robust.data import get_dataset_spec
 
     shapes_depth = get_dataset_spec("shapes", task="depth")
-    assert TrainHeadConfig(task="depth").hyperparameters(shapes_depth) == {**PAPER_PRESETS["depth"], "epochs": 10, "lr": 1e-2}
+    assert TrainHeadConfig(task="depth").hyperparameters(shapes_depth) == {**PAPER_PRESETS["depth"], "epochs": 30, "lr": 1e-2}
     assert TrainHeadConfig(task="depth", lr=1e-4).hyperparameters(shapes_depth)["lr"] == 1e-4
     assert TrainHeadConfig(task="depth").hyperparameters(get_dataset_spec("nyu_depth_v2")) == PAPER_PRESETS["depth"]
 
