@@ -163,19 +163,27 @@ def render_making_block(results_dir: Path) -> str:
                   f"{ceiling['args']['batch_size']} scenes scores {ceiling['test_accuracy']:.3f} accuracy on the "
                   f"{ceiling['test_scenes']} test scenes (`docs/embedded_default/supervised_ceiling_resnet.json`).", ""]
     if steps:
-        runs: list[list] = []  # consecutive lines of one step at one revision: one row
-        for s in steps:
-            if runs and runs[-1][:2] == [s["step"], s["revision"]]:
-                runs[-1][2] += s["seconds"]
-            else:
-                runs.append([s["step"], s["revision"], s["seconds"], s["started"]])
-        table = ["| step | revision | started (UTC) | wall time |", "|---|---|---|---|"]
-        table += [f"| {name} | {rev[:7]}{'+dirty' if rev.endswith('+dirty') else ''} | {started.replace('T', ' ').rstrip('Z')} | "
-                  f"{_minutes(sec)} |" for name, rev, sec, started in runs]
-        lines += ["Every step of `scripts/make_embedded_default.sh`, as `docs/embedded_default/logs/steps.jsonl` recorded it "
-                  "on this project's 2-core CPU machine (wall times: they include whatever else shared the machine; a step run again in the same output folder resumes: a finished "
-                  "pretraining or DeACL run is not redone):", "", *table, ""]
+        lines += [step_table(steps), ""]
     return "\n".join(lines + [end])
+
+
+def step_table(steps: list[dict]) -> str:
+    """Every step of the last run of `make_embedded_default.sh` (the revision of the last line), its wall
+    time, and, for a step that run resumed as finished (pretraining, DeACL, the supervised ceiling),
+    the earlier run that did the work."""
+    final = steps[-1]["revision"]
+    names = list(dict.fromkeys(s["step"] for s in steps))
+    rows = ["| step | this run | done by an earlier run (resumed here) |", "|---|---|---|"]
+    for name in names:
+        here = [s for s in steps if s["step"] == name and s["revision"] == final]
+        seconds = sum(s["seconds"] for s in here)
+        earlier = max((s for s in steps if s["step"] == name and s["revision"] != final), key=lambda s: s["seconds"], default=None)
+        resumed = earlier is not None and (not here or earlier["seconds"] > 10 * max(seconds, 1))
+        rows.append(f"| {name} | {_minutes(seconds) if here else 'kept'} | "
+                    + (f"{_minutes(earlier['seconds'])} at {earlier['revision'][:7]}, started {earlier['started']} |" if resumed else "|"))
+    return (f"Every step of `scripts/make_embedded_default.sh` at revision {final[:7]} (wall times on this project's 2-core "
+            "CPU machine, including whatever else shared it; `docs/embedded_default/logs/steps.jsonl` has every line):\n\n"
+            + "\n".join(rows))
 
 
 def block(readme: str, name: str) -> str:

@@ -79,3 +79,16 @@ def test_embedded_default__clean_accuracy_reproduces(tmp_path):
     clean = [r for r in records if r["attack"] == "none" and r["metric"] == "accuracy"]
     assert clean[0]["num_samples"] == committed[0]["num_samples"]
     assert clean[0]["value"] == pytest.approx(committed[0]["value"], abs=1.01 / committed[0]["num_samples"])
+
+
+def test_step_table__names_the_earlier_run_of_a_resumed_step():
+    """The making-of table reports the last revision's run, and for a step that run resumed as finished (or
+    skipped), the earlier run that did the work."""
+    line = lambda step, rev, sec: dict(step=step, revision=rev, started="2026-01-01T00:00:00Z", seconds=sec, exit=0)  # noqa: E731
+    steps = [line("pretraining", "a" * 40, 1600), line("pretraining", "b" * 40, 4), line("supervised_ceiling", "a" * 40, 260),
+             line("benchmark", "b" * 40, 300)]
+    table = embedded_report.step_table(steps)
+    assert "at revision bbbbbbb" in table
+    assert "| pretraining | 0 min 4 s | 26 min 40 s at aaaaaaa" in table
+    assert "| supervised_ceiling | kept | 4 min 20 s at aaaaaaa" in table
+    assert "| benchmark | 5 min 0 s | |" in table
