@@ -9,10 +9,9 @@ classes are imported, in either order, so `import hf_ssl_robust` still makes `pi
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from importlib import metadata
 
+from ._lazy import lazy_getattr
 from ._registration import register_heads_with_transformers
 
 
@@ -44,14 +43,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # later look-ups skip this hook
-        return value
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f".{name}", __name__)  # `hf_ssl_robust.heads` as the eager package allowed
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -3,9 +3,8 @@
 ``synthetic`` (ShapesWorld) is imported lazily by the loaders, so this package imports on its own.
 """
 
-import importlib
-import importlib.util
 
+from .._lazy import lazy_getattr
 from .registry import DATASETS, TARGET_KEYS, TASKS, DatasetSpec, get_dataset_spec, register_dataset
 
 # Everything else loads on first use (PEP 562): the registry alone is torch-free, so the command line
@@ -19,14 +18,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # later look-ups skip this hook
-        return value
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
