@@ -57,6 +57,21 @@ def test_strength__tables_flags_square_and_pass_counts(tiny_dinov2_path, tmp_pat
     assert "`not_converged`" in md.split(header)[1]  # the legend under the table
 
 
+def test_pass_counter__counts_images_not_calls():
+    import torch
+
+    layer = torch.nn.Conv2d(3, 1, 1)
+    counter = strength.PassCounter(layer)
+    x = torch.rand(4, 3, 2, 2)
+    layer(x[:1])  # Square queries only the images it has not fooled yet
+    layer(x.requires_grad_())
+    with torch.no_grad():
+        layer(x)
+    counter.handle.remove()
+    layer(x)
+    assert (counter.with_grad, counter.without_grad) == (4, 5)
+
+
 def test_bench_strength_script__is_the_package_program(tiny_dinov2_path, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench_strength.py", "--encoder", tiny_dinov2_path, *SMOKE, "--tasks", "classification",
                                       "--output_dir", str(tmp_path)])

@@ -85,3 +85,19 @@ def test_sync_readme__rewrites_and_checks_both_blocks(report, tmp_path):
     (docs / "flags_cost.json").unlink()
     with pytest.raises(ValueError, match="flags_cost.json is missing"):
         sync_readme(readme, docs, check=True)
+
+
+def test_flags_cost_render__last_quarter_share_by_hand():
+    def task(metric, higher, clean, ckpt, flags):
+        return {"metric": metric, "higher_is_better": higher, "images": 32, "cpu_seconds_without_checks": 10.0,
+                "cpu_seconds_with_checks": 10.4, "cost_share": 0.04, "cpu_seconds_with_square_check": 25.4, "square_check_share": 1.5,
+                "attacks": {"none": {metric: clean, "flags": []},
+                            "pgd@20": {metric: ckpt["20"], "flags": flags, "checkpoints": ckpt, "zero_gradient_share": 0.0}}}
+
+    report = {"encoder": "enc", "eps": "8/255", "steps": 20, "square_queries": 1000, "black_box_samples": 16, "train_scenes": 512,
+              "tasks": {"classification": task("accuracy", True, 0.9, {"5": 0.6, "10": 0.4, "15": 0.3, "20": 0.2}, ["not_converged"]),
+                        "depth": task("rmse", False, 1.0, {"5": 1.5, "10": 1.8, "15": 2.0, "20": 2.5}, [])}}
+    lines = flags_cost.render(report).splitlines()
+    assert "| classification | 10.00 | 10.40 | 4.0 % | 25.40 | 150 % |" in lines
+    assert "| classification | PGD-20 | 0.20 | 0.30 → 0.20 | 14.3 % | 0.00 | not_converged ⚠N |" in lines  # 0.1 of 0.7
+    assert "| depth | PGD-20 | 2.500 | 2.000 → 2.500 | 33.3 % | 0.00 | – |" in lines  # 0.5 m of 1.5 m
