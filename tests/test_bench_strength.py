@@ -89,14 +89,11 @@ def test_strength_args__bad_square_budget_is_refused():
         strength.parse_args(["--eps", "eight"])
 
 
-def test_readme__strength_block_is_the_committed_run():
-    """README's strength/cost tables are `docs/strength/strength.md` of a real run, never typed."""
+def test_readme__strength_blocks_are_the_committed_runs():
+    """README's strength/cost tables are `docs/strength/strength.md` of a real run and the warnings' cost block
+    is `flags_cost.render(docs/strength/flags_cost.json)`, never typed (`python scripts/readme_strength.py`)."""
     repo = SCRIPT.parents[1]
-    readme = (repo / "README.md").read_text()
-    begin, end = "<!-- strength-results -->\n", "<!-- /strength-results -->"
-    block = readme[readme.index(begin) + len(begin): readme.index(end)]
-    committed = repo / "docs" / "strength" / "strength.md"
-    assert block == (committed.read_text() if committed.is_file() else "")
-    if committed.is_file():
-        report = json.loads((repo / "docs" / "strength" / "strength.json").read_text())
-        assert report["strength"] and report["cost"]
+    assert strength.sync_readme(repo / "README.md", repo / "docs" / "strength", check=True) == [], (
+        "README's strength blocks differ from docs/strength/: run python scripts/readme_strength.py")
+    report = json.loads((repo / "docs" / "strength" / "strength.json").read_text())
+    assert report["strength"] and report["cost"]
