@@ -125,6 +125,10 @@ def render_results_block(results_dir: Path) -> str:
         revision = f", revision {info['git_revision'][:7]}" if info.get("git_revision") else ""
         lines += [f"Measured wall time of this run: **{int(seconds // 60)} min {int(round(seconds % 60))} s**{where}{revision} "
                   f"(`docs/embedded_default/run_info.json`).", ""]
+    quiet = _json(results_dir / "quiet_run_info.json")
+    if quiet and quiet.get("wall_seconds") is not None:
+        lines += [f"The same command again on the machine with nothing else running: **{_minutes(quiet['wall_seconds'])}** "
+                  f"(`docs/embedded_default/quiet_run_info.json`, revision {str(quiet.get('git_revision'))[:7]}).", ""]
     controls = [r for r in random_records if r["encoder"] != "prior"]  # its prior rows repeat the run's
     lines += [markdown_tables(records + controls).rstrip(), ""]
     if controls:
