@@ -14,7 +14,10 @@ from hf_ssl_robust.cli import main as cli_main
 from hf_ssl_robust.identity import encoder_identity
 
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED = REPO / "docs" / "embedded_default"
+# The embedded default's run as committed before fingerprints, priors and intervals (f5696b5): the format older
+# results files still have; COMMITTED is today's run (its own test below).
+EMBEDDED = REPO / "tests" / "data" / "before_fingerprints" / "embedded_default"
+COMMITTED = REPO / "docs" / "embedded_default"
 STRENGTH = REPO / "docs" / "strength"
 TINY_RUN = dict(tasks=["classification"], attacks=["embed", "pgd"], eps=["4/255"], steps=2, max_eval_samples=8,
                 num_train_samples=32, head_epochs=1, image_size=32, batch_size=4, num_examples=0, priors="no")  # fmt: skip
@@ -283,3 +286,11 @@ def test_read_source__hub_dataset_id_is_downloaded_then_read(monkeypatch, tmp_pa
     assert len(sharing.read_source("someone/strength")) == 39 and asked == [("someone/strength", "dataset")]
     with pytest.raises(ValueError, match=r"Cannot read the Hub dataset 'someone/missing' \(OSError: 404 Not Found\)"):
         sharing.read_source("someone/missing")
+
+
+def test_run_records__committed_run_keeps_its_recorded_identities_and_prior_rows():
+    """Today's committed run records fingerprints (nothing derived) and image-free prior rows."""
+    rows = sharing.run_records(COMMITTED)
+    encoders = [r for r in rows if r["encoder"] != "prior"]
+    assert encoders and all(r["identity_derived"] is False and r["encoder_fingerprint"] for r in encoders)
+    assert {r["task"] for r in rows if r["encoder"] == "prior"} == {"classification", "segmentation", "depth"}

@@ -1,7 +1,7 @@
 """The Leaderboard tab's logic without gradio: where its sources come from, filters, sorting."""
 
 import pytest
-from test_sharing import EMBEDDED, STRENGTH, push_to
+from test_sharing import COMMITTED, EMBEDDED, STRENGTH, push_to
 
 from hf_ssl_robust import space_leaderboard as sl
 
@@ -9,7 +9,7 @@ from hf_ssl_robust import space_leaderboard as sl
 def test_leaderboard_sources__env_then_shipped_then_checkout(tmp_path):
     env = {sl.ENV: "me/results, ./run-a  other/results\n"}
     assert sl.leaderboard_sources(tmp_path, env) == ["me/results", "./run-a", "other/results"]
-    assert sl.leaderboard_sources(tmp_path, {}) == [str(EMBEDDED), str(STRENGTH)]  # a checkout: the committed runs
+    assert sl.leaderboard_sources(tmp_path, {}) == [str(COMMITTED), str(STRENGTH)]  # a checkout: the committed runs
     (tmp_path / "leaderboard" / "1-b").mkdir(parents=True)
     (tmp_path / "leaderboard" / "0-a").mkdir()
     assert sl.leaderboard_sources(tmp_path, {sl.ENV: " "}) == [str(tmp_path / "leaderboard" / n) for n in ("0-a", "1-b")]
