@@ -93,5 +93,5 @@ step figures python scripts/plot_pretraining.py "$DOCS/pretraining_log.jsonl" --
 step figures python scripts/plot_results.py "$DOCS/results.json" "$DOCS/random_weights_results.json" --output "$DOCS/robustness.png"
 step figures python scripts/make_shapes_figure.py --output docs/shapesworld.png
 step figures python scripts/make_shapes_figure.py --view_pairs --output docs/view_pairs.png
+cp "$LOGS"/*.log "$LOGS/steps.jsonl" "$DOCS/logs/"  # before README's blocks are written from them
 step readme python scripts/readme_results.py
-cp "$LOGS"/*.log "$LOGS/steps.jsonl" "$DOCS/logs/"

@@ -361,7 +361,8 @@ class AccuracyMeter:
 
     def per_image(self) -> dict[str, Tensor]:
         """``{"correct": [n]}`` int64, one entry per image seen (in update order): the bootstrap's input (`uncertainty.py`)."""
-        return {"correct": torch.cat(self._per_image) if self._per_image else torch.zeros(0, dtype=torch.long)}
+        empty = torch.zeros(0, dtype=torch.long)  # cpu-ok: per-image statistics are kept on the host
+        return {"correct": torch.cat(self._per_image) if self._per_image else empty}
 
     def compute(self) -> dict[str, float]:
         """``{"accuracy": correct / samples}`` (NaN before any update)."""
@@ -394,7 +395,7 @@ class MeanIoUMeter:
     def per_image(self) -> dict[str, Tensor]:
         """``intersection``, ``pred_area``, ``label_area``: int64 ``[n, K]``, one row per image seen."""
         return {key: torch.cat([p[key] for p in self._per_image]) if self._per_image
-                else torch.zeros(0, self.num_labels, dtype=torch.long) for key in SEG_STATS}
+                else torch.zeros(0, self.num_labels, dtype=torch.long) for key in SEG_STATS}  # cpu-ok: host statistics
 
     def _result(self) -> dict[str, object]:
         t = self.totals
@@ -436,7 +437,7 @@ class DepthMeter:
         """Each metric per image, float64 ``[n]`` (NaN where nothing is valid), and ``valid`` (bool ``[n]``)."""
         keys = ("valid", *DEPTH_METRICS)
         if not self._per_image:
-            return {key: torch.zeros(0, dtype=torch.bool if key == "valid" else torch.float64) for key in keys}
+            return {key: torch.zeros(0, dtype=torch.bool if key == "valid" else torch.float64) for key in keys}  # cpu-ok: host statistics
         return {key: torch.cat([p[key] for p in self._per_image]) for key in keys}
 
     def compute(self) -> dict[str, float]:
