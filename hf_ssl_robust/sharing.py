@@ -207,6 +207,8 @@ def _encoder_facts(encoder_id: str | None) -> tuple[str | None, str | None]:
     if not encoder_id or encoder_id == "prior":
         return None, None
     folder = Path(encoder_id)
+    if not folder.is_dir() and folder.parts[-3:-1] == ("hf_ssl_robust", "assets") and (ASSETS_DIR / folder.name).is_dir():
+        folder = ASSETS_DIR / folder.name  # a bundled encoder, recorded from another checkout of the package
     if folder.is_dir():
         config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
         family = FAMILIES.get(config.get("model_type"), config.get("model_type"))

@@ -294,3 +294,9 @@ def test_run_records__committed_run_keeps_its_recorded_identities_and_prior_rows
     encoders = [r for r in rows if r["encoder"] != "prior"]
     assert encoders and all(r["identity_derived"] is False and r["encoder_fingerprint"] for r in encoders)
     assert {r["task"] for r in rows if r["encoder"] == "prior"} == {"classification", "segmentation", "depth"}
+
+
+def test_encoder_facts__bundled_encoder_recorded_from_another_checkout():
+    """A record made in another clone names the bundled folder by that clone's path: family and card still resolve."""
+    family, card = sharing._encoder_facts("/elsewhere/clone/hf_ssl_robust/assets/shapes-resnet-tiny")
+    assert (family, card) == ("ResNet", "hf_ssl_robust/assets/shapes-resnet-tiny/README.md")
