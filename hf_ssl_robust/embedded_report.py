@@ -123,7 +123,7 @@ def render_results_block(results_dir: Path) -> str:
         where = f" on {machine['cpu_count']} CPU cores" if machine.get("cpu_count") and info.get("device") == "cpu" else ""
         where = where or (f" on {info['device']}" if info.get("device") else "")
         revision = f", revision {info['git_revision'][:7]}" if info.get("git_revision") else ""
-        lines += [f"Measured wall time of this run: **{int(seconds // 60)} min {int(round(seconds % 60))} s**{where}{revision} "
+        lines += [f"Measured wall time of this run: **{_minutes(seconds)}**{where}{revision} "
                   f"(`docs/embedded_default/run_info.json`).", ""]
     quiet = _json(results_dir / "quiet_run_info.json")
     if quiet and quiet.get("wall_seconds") is not None:
