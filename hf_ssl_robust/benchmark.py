@@ -310,7 +310,7 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
             if metric in ("num_samples", "num_scored", "flags", "checkpoints", "zero_gradient_share", "ci95", "separated_from_clean"):
                 continue
             records.append(dict(
-                encoder=key["encoder"], encoder_id=ident.source or ident.name, encoder_fingerprint=ident.fingerprint, task=task.name, dataset=spec.name, attack=attack_name,
+                encoder=key["encoder"], encoder_id=ident.public_id, encoder_fingerprint=ident.fingerprint, task=task.name, dataset=spec.name, attack=attack_name,
                 eps=0.0 if attack_name == "none" else eps, steps=0 if attack_name == "none" else cfg.steps,
                 step_size=0.0 if attack_name == "none" else cfg.attack_step_size(eps), norm=cfg.norm,
                 metric=metric, value=value, num_samples=metrics["num_samples"], seconds=round(seconds, 2),

@@ -20,7 +20,9 @@ at ⌊3T/4⌋ (its only checkpoint besides T). In the spirit of AutoAttack's che
   `NOT_CONVERGED_MIN` in metric units: more steps would give a lower robust number.
 * `black_box_stronger`: a gradient-free attack (Square) beat the white-box attack on a seeded subset
   (the first `BLACK_BOX_SAMPLES` images of the split); the check itself is the `black_box` callable
-  passed to `evaluate`.
+  passed to `evaluate`. Attacks on the task's loss and the worst case are checked; EmbedAttack is not:
+  it maximises an embedding distance without reading the labels, so Square (which reads them) beating
+  it is expected at small ε and is no sign of masked gradients.
 
 With `track_best` the checkpoint values use, per image, the most damaging iterate seen so far (as
 the returned image is); iterates outside the threat model (SEA's progressive radius) are skipped.
@@ -255,8 +257,11 @@ class CellDiagnostics:
     def _black_box(self, model, reduce) -> dict[str, bool]:
         if self.black_box is None:
             return {}
-        # white-box attacks only: Square is the reference, never compared with itself
-        names = [n for n in [*self.monitors, *(["worst"] if self.worst_case else [])] if not n.startswith("square")]
+        # White-box attacks on the task's loss only. Square is the reference, never compared with itself;
+        # an attack on the embedding (EmbedAttack) never reads the labels, so a label-aware Square beating
+        # it says nothing about its gradients (it is still checked for zero gradients and convergence).
+        names = [n for n, m in self.monitors.items() if not n.startswith("square") and m.attack.surface == "task"]
+        names += ["worst"] if self.worst_case else []
         out = {}
         for name in names:
             found = False

@@ -57,6 +57,18 @@ class EncoderIdentity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def public_id(self) -> str:
+        """The id results carry (`encoder_id`): the Hub id; for an encoder bundled with the package its
+        place in the package (`hf_ssl_robust/assets/NAME`), the same on every machine; else the folder."""
+        if self.kind == "local" and self.source:
+            from .encoders import ASSETS_DIR
+
+            folder = Path(self.source)
+            if folder.parent == ASSETS_DIR.resolve():
+                return f"hf_ssl_robust/assets/{folder.name}"
+        return self.source or self.name
+
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """SHA-256 of a file, cached per (absolute path, size, mtime) in this process."""

@@ -107,7 +107,8 @@ def _benchmark_rows(run_dir: Path) -> list[dict]:
 
 def _strength_rows(run_dir: Path) -> list[dict]:
     """`strength.json` summarises a `--attacks strong --worst_case` benchmark: per task and ε the clean
-    value, EmbedAttack, the paper's attack, the best APGD loss and the per-image worst case."""
+    value, EmbedAttack, the paper's attack, the best APGD loss, Square and the per-image worst case,
+    with their flags and 95 % intervals where the file records them (older files have neither)."""
     data = json.loads((run_dir / "strength.json").read_text())
     args, machine = data.get("args") or {}, data.get("machine") or {}
     plan = data.get("attacks_per_task") or {}
@@ -127,10 +128,16 @@ def _strength_rows(run_dir: Path) -> list[dict]:
         paper = (plan.get(task) or [None, None])[1]  # the plan lists embed first, then the paper's task attack
         base = dict(encoder=data["encoder"], task=task, dataset=args.get("dataset", "shapes"), metric=s["metric"],
                     num_samples=n, norm=args.get("norm", "linf"))  # fmt: skip
-        records.append(dict(base, attack="none", eps=0.0, steps=0, step_size=0.0, value=s["clean"]))
-        for attack, key in (("embed", "embed"), (paper, "paper"), (s.get("apgd_loss"), "apgd"), ("worst", "worst")):
+        flags, ci95 = s.get("flags") or {}, s.get("ci95") or {}
+        records.append(dict(base, attack="none", eps=0.0, steps=0, step_size=0.0, value=s["clean"], flags=flags.get("none", []),
+                            **({"ci95": ci95["clean"]} if ci95.get("clean") else {})))  # fmt: skip
+        columns = (("embed", "embed"), (paper, "paper"), (s.get("apgd_loss"), "apgd"), (s.get("square_attack"), "square"), ("worst", "worst"))
+        for attack, key in columns:
             if attack and s.get(key) is not None:
-                records.append(dict(base, attack=attack, eps=eps, steps=steps, step_size=eps / 4, value=s[key]))
+                # Square is gradient-free: its budget is queries, with no step size.
+                budget = dict(steps=int(data.get("square_queries") or 0), step_size=0.0) if key == "square" else dict(steps=steps, step_size=eps / 4)
+                records.append(dict(base, attack=attack, eps=eps, **budget, value=s[key], flags=flags.get(attack, []),
+                                    **({"ci95": ci95[key]} if ci95.get(key) else {})))  # fmt: skip
     return [_row(r, common, {}) for r in records]
 
 
@@ -140,6 +147,7 @@ def _row(record: dict, common: dict, identities: dict) -> dict:
     row.update({k: v for k, v in record.items() if k in COLUMNS})
     row["extra"] = json.dumps({k: v for k, v in record.items() if k not in COLUMNS}, sort_keys=True, default=str) or None
     row["flags"] = list(record.get("flags") or [])
+    row["encoder_id"] = row["encoder_id"] and _portable_id(row["encoder_id"])
     row["value"] = None if record.get("value") is None or _is_nan(record["value"]) else float(record["value"])
     if row["encoder"] == "prior":  # image-free baselines have no weights
         row.update(encoder_id="prior", encoder_fingerprint="prior", identity_derived=False)
@@ -159,13 +167,22 @@ def _row(record: dict, common: dict, identities: dict) -> dict:
     return row
 
 
+def _portable_id(encoder_id: str) -> str:
+    """A bundled encoder's folder, recorded as an absolute path of some checkout, as its place in the
+    package (`hf_ssl_robust/assets/NAME`, what `EncoderIdentity.public_id` records today)."""
+    parts = Path(encoder_id).parts
+    if len(parts) > 3 and parts[-3:-1] == ("hf_ssl_robust", "assets"):
+        return "/".join(parts[-3:])
+    return encoder_id
+
+
 _IDENTITIES: dict[str, dict] = {}
 
 
 def _identity(name: str, recorded: dict | None) -> dict:
     """Identity columns from the run's record of it, else derived now (see the module docstring)."""
     if recorded and recorded.get("fingerprint"):
-        return dict(encoder_id=recorded.get("source") or name, encoder_fingerprint=recorded["fingerprint"],
+        return dict(encoder_id=_portable_id(recorded.get("source") or name), encoder_fingerprint=recorded["fingerprint"],
                     encoder_revision=recorded.get("revision"), encoder_weights_sha256=recorded.get("weights_sha256"),
                     identity_derived=False)  # fmt: skip
     if name not in _IDENTITIES:
@@ -183,7 +200,7 @@ def _identity(name: str, recorded: dict | None) -> dict:
                 "and does not resolve to a folder on this machine, so its weights cannot be fingerprinted: re-run the "
                 "benchmark with this version of hf-ssl-robust, or run this where the encoder folder exists.")  # fmt: skip
         ident = encoder_identity(target)
-        _IDENTITIES[name] = dict(encoder_id=ident.source, encoder_fingerprint=ident.fingerprint, encoder_revision=ident.revision,
+        _IDENTITIES[name] = dict(encoder_id=ident.public_id, encoder_fingerprint=ident.fingerprint, encoder_revision=ident.revision,
                                  encoder_weights_sha256=ident.weights_sha256, identity_derived=True)  # fmt: skip
     return dict(_IDENTITIES[name])
 

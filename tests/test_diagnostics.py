@@ -119,9 +119,18 @@ def test_black_box__hook_called_per_attack_on_the_subset(tiny_encoder):
 
     attacks = {"pgd": make_attack("pgd", steps=2, seed=0), "embed": make_attack("embed", steps=2, seed=0)}
     out = evaluate(model, _loader(model, n=40), task, SPEC, attacks=attacks, worst_case=True, black_box=stub)
-    assert calls == [((16, 3, 32, 32), (16,), (16,))] * 3  # pgd, embed, worst; the first 16 images
+    assert calls == [((16, 3, 32, 32), (16,), (16,))] * 2  # pgd, worst; the first 16 images
     assert "black_box_stronger" in out["pgd"]["flags"]
     assert "black_box_stronger" not in out["embed"]["flags"] + out["worst"]["flags"] + out["none"]["flags"]
+
+
+def test_black_box__embedding_attack_never_compared_with_square(tiny_encoder):
+    """EmbedAttack does not read the labels: a label-aware Square beating it is no sign of masked gradients."""
+    task, model = get_task("classification"), _classifier(tiny_encoder)
+    attacks = {"embed": make_attack("embed", steps=2, seed=0), "pgd": make_attack("pgd", steps=2, seed=0)}
+    out = evaluate(model, _loader(model, n=20), task, SPEC, attacks=attacks, worst_case=True, black_box=lambda *a: True)
+    assert "black_box_stronger" not in out["embed"]["flags"]
+    assert "black_box_stronger" in out["pgd"]["flags"] and "black_box_stronger" in out["worst"]["flags"]
 
 
 def test_zero_gradient__dense_tasks_count_labelled_pixels(tiny_encoder):

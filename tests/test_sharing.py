@@ -12,6 +12,7 @@ import yaml
 from hf_ssl_robust import hub, sharing
 from hf_ssl_robust.cli import main as cli_main
 from hf_ssl_robust.identity import encoder_identity
+from hf_ssl_robust.uncertainty import record_interval
 
 REPO = Path(__file__).resolve().parents[1]
 # The embedded default's run as committed before fingerprints, priors and intervals (f5696b5): the format older
@@ -99,6 +100,32 @@ def test_run_records__strength_run_becomes_records_with_worst_case():
     assert {r["num_samples"] for r in rows} == {data["args"]["max_eval_samples"]}
     assert rows[0]["encoder_fingerprint"] == encoder_identity("shapes-resnet-tiny").fingerprint
     assert rows[0]["command"].startswith("python scripts/bench_strength.py --eps 2/255 4/255 8/255")
+
+
+def test_run_records__strength_run_publishes_square_flags_and_intervals(tmp_path):
+    data = json.loads((STRENGTH / "strength.json").read_text())
+    first = data["strength"][0]
+    first.update(square=0.01, square_attack="square", flags={"none": ["randomized"], "pgd": ["zero_gradient"]},
+                 ci95={"clean": [0.88, 0.95], "square": [0.0, 0.03]})  # fmt: skip
+    data["square_queries"] = 1000
+    (tmp_path / "strength.json").write_text(json.dumps(data))
+    rows = [r for r in sharing.run_records(tmp_path) if r["task"] == first["task"] and r["eps"] in (0.0, first["eps"])]
+    by = {r["attack"]: r for r in rows}
+    assert by["square"]["value"] == 0.01 and (by["square"]["steps"], by["square"]["step_size"]) == (1000, 0.0)
+    assert by["pgd"]["flags"] == ["zero_gradient"] and by["none"]["flags"] == ["randomized"] and by["embed"]["flags"] == []
+    assert record_interval(by["square"]) == [0.0, 0.03] and record_interval(by["none"]) == [0.88, 0.95]
+    assert record_interval(by["embed"]) is None
+
+
+def test_run_records__bundled_encoder_id_is_the_same_on_every_machine(tmp_path):
+    """A bundled encoder is published as `hf_ssl_robust/assets/NAME`, not the absolute folder of one checkout."""
+    assert encoder_identity("shapes-resnet-tiny").public_id == "hf_ssl_robust/assets/shapes-resnet-tiny"
+    assert {r["encoder_id"] for r in sharing.run_records(STRENGTH)} == {"hf_ssl_robust/assets/shapes-resnet-tiny"}
+    run = copy_run(COMMITTED, tmp_path / "run", edit=lambda rs: [
+        r.update(encoder_id=f"/elsewhere/checkout/hf_ssl_robust/assets/{Path(r['encoder_id']).name}") for r in rs
+        if r["encoder_id"] != "prior"])  # fmt: skip
+    ids = {r["encoder_id"] for r in sharing.run_records(run)}
+    assert ids == {"prior", "hf_ssl_robust/assets/shapes-resnet-tiny", "hf_ssl_robust/assets/shapes-resnet-tiny-deacl"}, ids
 
 
 def test_run_records__tiny_run(tiny_run, tiny_dinov2_path):
