@@ -376,6 +376,22 @@ def write_outputs(records: list[dict], out: Path) -> None:
     plot_robustness_curves(records, out / "robustness_curves.png")
 
 
+def git_state(package: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
+    """(commit, whether tracked files under `package` differ from it) of the checkout `package` (default:
+    this package's folder) lives in; (None, None) outside git (an installed wheel). Uncommitted edits to
+    `hf_ssl_robust/` mean the commit alone does not reproduce the numbers, so results say so."""
+    package = Path(package) if package is not None else Path(__file__).parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=package, timeout=5).stdout.strip()
+        if not rev:
+            return None, None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], capture_output=True,
+                                text=True, cwd=package, timeout=10)  # fmt: skip
+        return rev, (bool(status.stdout.strip()) if status.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
 def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
     import accelerate
     import datasets
@@ -385,12 +401,9 @@ def run_info(cfg: BenchmarkConfig, accelerator) -> dict:
 
     from . import __version__
 
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
+    rev, dirty = git_state()
     return {
-        "config": asdict(cfg), "seed": cfg.seed, "encoders": cfg.resolved_encoders(), "git_revision": rev or None,
+        "config": asdict(cfg), "seed": cfg.seed, "encoders": cfg.resolved_encoders(), "git_revision": rev, "git_dirty": dirty,
         "attacks_per_task": cfg.attack_plan, "worst_case": cfg.worst_case,
         "versions": {"hf_ssl_robust": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "accelerate": accelerate.__version__, "datasets": datasets.__version__, "huggingface_hub": huggingface_hub.__version__,

@@ -118,7 +118,7 @@ def _strength_rows(run_dir: Path) -> list[dict]:
                + (f" --max_eval_samples {args['max_eval_samples']}" if args.get("max_eval_samples") else "")
                + (f" --encoder {data['encoder']}" if args.get("encoder") else ""))  # fmt: skip
     common = dict(restarts=1, track_best=None, image_size=args.get("image_size"), seed=args.get("seed", 0),
-                  package_version=None, git_revision=None, torch_version=machine.get("torch"), transformers_version=None,
+                  package_version=None, git_revision=data.get("git_revision"), torch_version=machine.get("torch"), transformers_version=None,
                   device=machine.get("device"), num_processes=None, mixed_precision="no", run=run_dir.resolve().name,
                   command=command)  # fmt: skip
     n = args.get("max_eval_samples")

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from .attack_suites import build_attack
-from .benchmark import BenchmarkConfig, run_benchmark, trained_head
+from .benchmark import BenchmarkConfig, git_state, run_benchmark, trained_head
 from .data import get_dataset_spec, make_dataset
 from .data.loading import collate
 from .diagnostics import flag_legend, flag_marker
@@ -205,7 +205,9 @@ def main(argv=None) -> dict:
     plan = {task: cell_attacks(cfg, task) for task in cfg.tasks}
     strength = strength_table(records, plan)
     cells = {f"{r['task']} {format_eps(r['eps'])}": r["seconds"] for r in records if r["attack"] != "none" and r["metric"] == TASK_TABLES[r["task"]][1]}
-    report = {"encoder": str(encoder), "args": vars(args), "attacks_per_task": plan, "square_queries": cfg.square_queries,
+    rev, dirty = git_state()
+    report = {"encoder": str(encoder), "args": vars(args), "git_revision": rev, "git_dirty": dirty,
+              "attacks_per_task": plan, "square_queries": cfg.square_queries,
               "strength": strength, "cost": cost, "benchmark_seconds": round(benchmark_s, 1), "cell_seconds": cells,
               "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                           "device": str(accelerator.device)}}

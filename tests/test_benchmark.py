@@ -172,3 +172,24 @@ def test_run_benchmark__flags_reach_every_record_and_square_checks_the_white_box
     assert "black_box_stronger" in flags["pgd"] and "black_box_stronger" in flags["worst"]
     assert "black_box_stronger" not in flags["square"] and "black_box_stronger" not in flags["none"]
     assert seen and "⚠B" in (tmp_path / "results.md").read_text()
+
+
+def test_git_state__commit_and_uncommitted_edits_of_the_package(tmp_path):
+    """run_info's `git_dirty`: edits to tracked package files make the commit alone not reproduce a run."""
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert bench.git_state(pkg) == (head, False)
+    (pkg / "notes.txt").write_text("untracked files are not the package's code\n")
+    assert bench.git_state(pkg) == (head, False)
+    (tmp_path / "elsewhere.py").write_text("outside the package\n")
+    (pkg / "code.py").write_text("x = 2\n")
+    assert bench.git_state(pkg) == (head, True)
+    outside = tmp_path.parent / f"{tmp_path.name}-nogit"
+    outside.mkdir()
+    assert bench.git_state(outside) == (None, None)
