@@ -129,6 +129,9 @@ def _strength_rows(run_dir: Path) -> list[dict]:
         base = dict(encoder=data["encoder"], task=task, dataset=args.get("dataset", "shapes"), metric=s["metric"],
                     num_samples=n, norm=args.get("norm", "linf"))  # fmt: skip
         flags, ci95 = s.get("flags") or {}, s.get("ci95") or {}
+        if s.get("prior") is not None:  # the image-free baseline of the same images (files from before priors have none)
+            records.append(dict(base, encoder="prior", attack="none", eps=0.0, steps=0, step_size=0.0, value=s["prior"],
+                                **({"ci95": ci95["prior"]} if ci95.get("prior") else {})))  # fmt: skip
         records.append(dict(base, attack="none", eps=0.0, steps=0, step_size=0.0, value=s["clean"], flags=flags.get("none", []),
                             **({"ci95": ci95["clean"]} if ci95.get("clean") else {})))  # fmt: skip
         columns = (("embed", "embed"), (paper, "paper"), (s.get("apgd_loss"), "apgd"), (s.get("square_attack"), "square"), ("worst", "worst"))

@@ -5,7 +5,7 @@ APGD with every loss + the per-image worst case, and the gradient-free Square at
 benchmark's query budget) on one encoder (default: the bundled standard encoder, i.e. the embedded
 default) at several ε; then per task and ε one row: clean / EmbedAttack / the paper's task attack /
 the best single APGD loss / Square / the worst case over all of them, each with its 95 % bootstrap
-interval (`ci95`), and the warnings (`flags`) raised on any attack of that cell, with their markers.
+interval (`ci95`), beside the image-free prior's value (the benchmark's `priors`), and the warnings (`flags`) raised on any attack of that cell, with their markers.
 Cost: for every attack, on one batch of evaluation images at the largest ε, the forward+backward and
 forward-only passes per image (counted on the encoder: every pass of a task model goes through it;
 per image, so Square's early stop on classification shows) and the wall time per image, plus the
@@ -35,6 +35,7 @@ from .data.loading import collate
 from .diagnostics import flag_legend, flag_marker
 from .encoders import bundled_encoders, load_encoder
 from .results import TASK_TABLES, attack_title, display_name, format_eps, format_value, parse_eps, write_json
+from .priors import PRIOR_ENCODER
 from .sizes import encoder_family, resolve_input_size
 from .tasks import get_task
 
@@ -101,13 +102,16 @@ def strength_table(records: list[dict], plan: dict[str, list[str]]) -> list[dict
     for task, attacks in plan.items():
         metric = TASK_TABLES[task][1]
         higher = task != "depth"
-        mine = {(r["attack"], round(float(r["eps"]) * 255, 6)): r for r in records if r["task"] == task and r["metric"] == metric}
+        # The image-free prior (`priors.py`) has records of its own: a baseline column, never the clean number.
+        ours = [r for r in records if r["task"] == task and r["metric"] == metric and r["encoder"] != PRIOR_ENCODER]
+        mine = {(r["attack"], round(float(r["eps"]) * 255, 6)): r for r in ours}
+        prior = next((r for r in records if r["task"] == task and r["metric"] == metric and r["encoder"] == PRIOR_ENCODER), None)
         clean = mine.get(("none", 0.0))
         for eps in sorted({e for a, e in mine if a != "none"}):
             apgd = {a: mine[(a, eps)]["value"] for a in attacks if a.startswith("apgd") and (a, eps) in mine}
             best = (min if higher else max)(apgd, key=apgd.get) if apgd else None
             square = next((a for a in attacks if a.startswith("square") and (a, eps) in mine), None)
-            chosen = dict(clean=clean, embed=mine.get(("embed", eps)), paper=mine.get((get_task(task).task_attack, eps)),
+            chosen = dict(prior=prior, clean=clean, embed=mine.get(("embed", eps)), paper=mine.get((get_task(task).task_attack, eps)),
                           apgd=mine.get((best, eps)), square=mine.get((square, eps)), worst=mine.get(("worst", eps)))
             flags = {a: list(r.get("flags") or []) for (a, e), r in mine.items() if (e == eps or a == "none") and r.get("flags")}
             rows.append(dict(task=task, metric=metric, eps=eps / 255, **{k: r and r["value"] for k, r in chosen.items()},
@@ -117,7 +121,7 @@ def strength_table(records: list[dict], plan: dict[str, list[str]]) -> list[dict
 
 
 def _cell(row: dict, column: str) -> str:
-    value = row[column]
+    value = row.get(column)
     return format_value(None if value is None else {"value": value, "ci95": row.get("ci95", {}).get(column)}, row["metric"])
 
 
@@ -129,14 +133,14 @@ def markdown(strength: list[dict], cost: list[dict], encoder: str, cfg: Benchmar
     """`strength.md`: the strength table (legend of the flags under it) and the two cost tables."""
     lines = [f"Encoder `{display_name(encoder)}`, ShapesWorld, {cfg.max_eval_samples} evaluation images, {cfg.steps} steps "
              f"(Square: {cfg.square_queries} queries), L-inf. Worst case: per image over every attack of the cell, Square included.",
-             "", "| Task (metric) | ε | Clean | EmbedAttack | Paper attack | Best APGD | Square | Worst case | Flags |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| Task (metric) | ε | Prior (no image) | Clean | EmbedAttack | Paper attack | Best APGD | Square | Worst case | Flags |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     seen: set[str] = set()
     for r in strength:
         paper = f"{_cell(r, 'paper')} ({attack_title(get_task(r['task']).task_attack)})"
         apgd = f"{_cell(r, 'apgd')} ({attack_title(r['apgd_loss'])})" if r["apgd_loss"] else "–"
         seen.update(f for fs in r["flags"].values() for f in fs)
-        lines.append(f"| {r['task']} ({r['metric']}) | {format_eps(r['eps'])} | {_cell(r, 'clean')} | {_cell(r, 'embed')} | {paper} | "
+        lines.append(f"| {r['task']} ({r['metric']}) | {format_eps(r['eps'])} | {_cell(r, 'prior')} | {_cell(r, 'clean')} | {_cell(r, 'embed')} | {paper} | "
                      f"{apgd} | {_cell(r, 'square')} | {_cell(r, 'worst')} | {_flags_cell(r['flags'])} |")
     lines += ["", "± : half-width of the 95 % bootstrap interval over images (`ci95`). Flags: the warnings raised on any attack of "
               "the cell (`flags` in strength.json), " + ("none." if not seen else "marked:"), ""]
@@ -144,7 +148,7 @@ def markdown(strength: list[dict], cost: list[dict], encoder: str, cfg: Benchmar
         lines += [flag_legend(seen), ""]
     lines += [f"Cost per image at ε = {format_eps(cost[0]['eps']) if cost else '–'} (forward+backward passes, forward-only passes, "
               "wall time; one batch):", "", "| Task | Attack | fwd+bwd | fwd only | ms / image |", "|---|---|---|---|---|"]
-    passes = lambda v: f"{v:g}"  # noqa: E731  (Square's forwards per image are an average: it stops fooled images)
+    passes = lambda v: f"{round(v, 1):g}"  # noqa: E731  (Square's forwards per image are an average: it stops fooled images)
     for r in cost:
         lines.append(f"| {r['task']} | {attack_title(r['attack'])} | {passes(r['forward_backward'])} | {passes(r['forward_only'])} | "
                      f"{r['ms_per_image']:.1f} |")
@@ -157,7 +161,7 @@ def markdown(strength: list[dict], cost: list[dict], encoder: str, cfg: Benchmar
         (sp, st) = tot([r for r in mine if not r["attack"].startswith("square")])
         (qp, qt) = tot([r for r in mine if r["attack"].startswith("square")])
         ratio = lambda t: f"{t / pt:.1f}×" if pt else "–"  # noqa: E731
-        lines.append(f"| {task} | {passes(pp)}, {pt:.1f} | {passes(sp)}, {st:.1f} | {ratio(st)} | {passes(round(qp, 1))}, {qt:.1f} | {ratio(qt)} |")
+        lines.append(f"| {task} | {passes(pp)}, {pt:.1f} | {passes(sp)}, {st:.1f} | {ratio(st)} | {passes(qp)}, {qt:.1f} | {ratio(qt)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -37,6 +37,11 @@ def test_strength__tables_flags_square_and_pass_counts(tiny_dinov2_path, tmp_pat
     assert rows["classification"]["worst"] <= min(rows["classification"]["paper"], rows["classification"]["square"])
     # every row's flags are those the benchmark's records carry for that cell, attack by attack
     records = load_records(tmp_path / "benchmark" / "results.json")
+    # the clean column is the encoder's own clean number; the image-free prior's is a column of its own
+    for task, row in rows.items():
+        clean = {r["encoder"]: r["value"] for r in records if r["task"] == task and r["metric"] == row["metric"] and r["attack"] == "none"}
+        assert set(clean) == {tiny_dinov2_path, "prior"}, clean
+        assert (row["clean"], row["prior"]) == (clean[tiny_dinov2_path], clean["prior"])
     for task, row in rows.items():
         metric = row["metric"]
         expected = {r["attack"]: r["flags"] for r in records if r["task"] == task and r["metric"] == metric and r["flags"]}
@@ -44,13 +49,14 @@ def test_strength__tables_flags_square_and_pass_counts(tiny_dinov2_path, tmp_pat
     flagged = [(t, a, f) for t, r in rows.items() for a, f in r["flags"].items()]
     assert flagged, "2-step attacks should leave some cell not converged"
     md = (tmp_path / "strength.md").read_text()
-    header = "| Task (metric) | ε | Clean | EmbedAttack | Paper attack | Best APGD | Square | Worst case | Flags |"
+    header = "| Task (metric) | ε | Prior (no image) | Clean | EmbedAttack | Paper attack | Best APGD | Square | Worst case | Flags |"
     assert header in md and "strong suite" in md and "Square: passes" in md and "(Square: 5 queries)" in md
     table = md.split(header)[1].split("\n\n")[0]
     for task, row in rows.items():
         line = next(x for x in table.splitlines() if x.startswith(f"| {task} "))
-        cells = line.split(" | ")  # task, ε, clean, embed, paper, apgd, square, worst, flags
-        assert cells[6].startswith(f"{row['square']:.3f}" if task == "depth" else f"{row['square']:.2f}")
+        cells = line.split(" | ")  # task, ε, prior, clean, embed, paper, apgd, square, worst, flags
+        assert cells[3].startswith(f"{row['clean']:.3f}" if task == "depth" else f"{row['clean']:.2f}")
+        assert cells[7].startswith(f"{row['square']:.3f}" if task == "depth" else f"{row['square']:.2f}")
         for attack, flags in row["flags"].items():
             assert flag_marker(flags) in line.split(" | ")[-1]
     assert "± " in table  # the 95 % intervals of the records

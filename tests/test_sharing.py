@@ -105,16 +105,19 @@ def test_run_records__strength_run_becomes_records_with_worst_case():
 def test_run_records__strength_run_publishes_square_flags_and_intervals(tmp_path):
     data = json.loads((STRENGTH / "strength.json").read_text())
     first = data["strength"][0]
-    first.update(square=0.01, square_attack="square", flags={"none": ["randomized"], "pgd": ["zero_gradient"]},
+    first.update(square=0.01, square_attack="square", prior=0.18, flags={"none": ["randomized"], "pgd": ["zero_gradient"]},
                  ci95={"clean": [0.88, 0.95], "square": [0.0, 0.03]})  # fmt: skip
-    data["square_queries"] = 1000
+    data.update(square_queries=1000, strength=[first])
     (tmp_path / "strength.json").write_text(json.dumps(data))
-    rows = [r for r in sharing.run_records(tmp_path) if r["task"] == first["task"] and r["eps"] in (0.0, first["eps"])]
-    by = {r["attack"]: r for r in rows}
+    rows = sharing.run_records(tmp_path)
+    by = {r["attack"]: r for r in rows if r["encoder"] != "prior"}
     assert by["square"]["value"] == 0.01 and (by["square"]["steps"], by["square"]["step_size"]) == (1000, 0.0)
     assert by["pgd"]["flags"] == ["zero_gradient"] and by["none"]["flags"] == ["randomized"] and by["embed"]["flags"] == []
     assert record_interval(by["square"]) == [0.0, 0.03] and record_interval(by["none"]) == [0.88, 0.95]
     assert record_interval(by["embed"]) is None
+    prior = [r for r in rows if r["encoder"] == "prior"]
+    assert [(r["value"], r["encoder_id"], r["attack"]) for r in prior] == [(0.18, "prior", "none")]
+    assert by["none"]["encoder"] == data["encoder"] and by["none"]["value"] == first["clean"]
 
 
 def test_run_records__bundled_encoder_id_is_the_same_on_every_machine(tmp_path):
