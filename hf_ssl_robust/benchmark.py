@@ -316,6 +316,8 @@ def _run_cell(cfg, key, model, task, spec, accelerator, out, ident: EncoderIdent
                 metric=metric, value=value, num_samples=metrics["num_samples"], seconds=round(seconds, 2),
                 flags=list(metrics.get("flags", [])), checkpoints=metrics.get("checkpoints", {}),
                 **({"zero_gradient_share": metrics["zero_gradient_share"]} if "zero_gradient_share" in metrics else {}),
+                # Square's budget is queries, not the run's --steps (which stay `steps`: the run's protocol)
+                **({"queries": attacks[attack_name].steps} if attack_name.split(":")[0] == "square" else {}),
                 **interval_fields(metrics, metric),
             ))
     if accelerator.is_main_process:

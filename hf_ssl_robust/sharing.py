@@ -129,17 +129,17 @@ def _strength_rows(run_dir: Path) -> list[dict]:
         base = dict(encoder=data["encoder"], task=task, dataset=args.get("dataset", "shapes"), metric=s["metric"],
                     num_samples=n, norm=args.get("norm", "linf"))  # fmt: skip
         flags, ci95 = s.get("flags") or {}, s.get("ci95") or {}
+        records.append(dict(base, attack="none", eps=0.0, steps=0, step_size=0.0, value=s["clean"], flags=flags.get("none", []),
+                            **({"ci95": ci95["clean"]} if ci95.get("clean") else {})))  # fmt: skip
         if s.get("prior") is not None:  # the image-free baseline of the same images (files from before priors have none)
             records.append(dict(base, encoder="prior", attack="none", eps=0.0, steps=0, step_size=0.0, value=s["prior"],
                                 **({"ci95": ci95["prior"]} if ci95.get("prior") else {})))  # fmt: skip
-        records.append(dict(base, attack="none", eps=0.0, steps=0, step_size=0.0, value=s["clean"], flags=flags.get("none", []),
-                            **({"ci95": ci95["clean"]} if ci95.get("clean") else {})))  # fmt: skip
         columns = (("embed", "embed"), (paper, "paper"), (s.get("apgd_loss"), "apgd"), (s.get("square_attack"), "square"), ("worst", "worst"))
         for attack, key in columns:
             if attack and s.get(key) is not None:
-                # Square is gradient-free: its budget is queries, with no step size.
-                budget = dict(steps=int(data.get("square_queries") or 0), step_size=0.0) if key == "square" else dict(steps=steps, step_size=eps / 4)
-                records.append(dict(base, attack=attack, eps=eps, **budget, value=s[key], flags=flags.get(attack, []),
+                # Square keeps the run's protocol (steps, step size: one board with its run) and carries its query budget.
+                budget = {"queries": data["square_queries"]} if key == "square" and data.get("square_queries") else {}
+                records.append(dict(base, attack=attack, eps=eps, steps=steps, step_size=eps / 4, **budget, value=s[key], flags=flags.get(attack, []),
                                     **({"ci95": ci95[key]} if ci95.get(key) else {})))  # fmt: skip
     return [_row(r, common, {}) for r in records]
 

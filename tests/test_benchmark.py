@@ -171,6 +171,8 @@ def test_run_benchmark__flags_reach_every_record_and_square_checks_the_white_box
     flags = {r["attack"]: r["flags"] for r in records if r["metric"] == "accuracy" and r["encoder"] != "prior"}
     assert "black_box_stronger" in flags["pgd"] and "black_box_stronger" in flags["worst"]
     assert "black_box_stronger" not in flags["square"] and "black_box_stronger" not in flags["none"]
+    queries = {r["attack"]: r.get("queries") for r in records if r["metric"] == "accuracy" and r["encoder"] != "prior"}
+    assert queries == {"none": None, "pgd": None, "square": 5, "worst": None}  # Square's budget on its record
     assert seen and "⚠B" in (tmp_path / "results.md").read_text()
 
 

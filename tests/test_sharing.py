@@ -94,8 +94,10 @@ def test_run_records__strength_run_becomes_records_with_worst_case():
     rows = sharing.run_records(STRENGTH)
     data = json.loads((STRENGTH / "strength.json").read_text())
     for s in data["strength"]:
-        mine = {r["attack"]: r["value"] for r in rows if r["task"] == s["task"] and r["eps"] in (0.0, s["eps"])}
+        ours = [r for r in rows if r["task"] == s["task"] and r["eps"] in (0.0, s["eps"])]
+        mine = {r["attack"]: r["value"] for r in ours if r["encoder"] != "prior"}
         assert mine["worst"] == s["worst"] and mine["none"] == s["clean"] and mine[s["apgd_loss"]] == s["apgd"]
+        assert mine[s["square_attack"]] == s["square"] and {r["value"] for r in ours if r["encoder"] == "prior"} == {s["prior"]}
         assert mine[data["attacks_per_task"][s["task"]][1]] == s["paper"]  # pgd / segpgd / depth_pgd, by name
     assert {r["num_samples"] for r in rows} == {data["args"]["max_eval_samples"]}
     assert rows[0]["encoder_fingerprint"] == encoder_identity("shapes-resnet-tiny").fingerprint
@@ -111,7 +113,8 @@ def test_run_records__strength_run_publishes_square_flags_and_intervals(tmp_path
     (tmp_path / "strength.json").write_text(json.dumps(data))
     rows = sharing.run_records(tmp_path)
     by = {r["attack"]: r for r in rows if r["encoder"] != "prior"}
-    assert by["square"]["value"] == 0.01 and (by["square"]["steps"], by["square"]["step_size"]) == (1000, 0.0)
+    assert by["square"]["value"] == 0.01 and json.loads(by["square"]["extra"])["queries"] == 1000
+    assert (by["square"]["steps"], by["square"]["step_size"]) == (by["pgd"]["steps"], by["pgd"]["step_size"])  # one board
     assert by["pgd"]["flags"] == ["zero_gradient"] and by["none"]["flags"] == ["randomized"] and by["embed"]["flags"] == []
     assert record_interval(by["square"]) == [0.0, 0.03] and record_interval(by["none"]) == [0.88, 0.95]
     assert record_interval(by["embed"]) is None
