@@ -74,8 +74,9 @@ def test_build_boards__worst_case_preferred_and_named(boards):
     data = json.loads((STRENGTH / "strength.json").read_text())
     for s in data["strength"]:
         board = _board(boards, s["task"], round(s["eps"] * 255), 128)
-        (row,) = board.rows
+        row, prior = board.rows  # the encoder, ranked; the image-free prior of the same images, for scale
         assert row["evaluation"] == "Worst case" and row["strongest"] == s["worst"] and row["clean"] == s["clean"]
+        assert (prior["fingerprint"], prior["rank"], prior["strongest"]) == ("prior", None, s["prior"])
         assert board.attacks[-1] == "worst"
 
 
@@ -85,7 +86,7 @@ def test_build_boards__tiny_run_is_ranked_apart_from_the_embedded_default(boards
     assert row["fingerprint"] == encoder_identity(tiny_dinov2_path).fingerprint and row["encoder"] == display_name(tiny_dinov2_path)
     assert board.protocol == {"steps": 2, "step_size": pytest.approx(1 / 255), "restarts": 1, "num_samples": 8, "image_size": 32}
     assert board.threat == "L∞ ε = 4/255" and "Protocol" in board.note  # the strength run has 4/255 too, at 20 steps on 128 images
-    assert [r["fingerprint"] for r in _board(boards, "classification", 4, 128).rows] == [encoder_identity("shapes-resnet-tiny").fingerprint]
+    assert [r["fingerprint"] for r in _board(boards, "classification", 4, 128).rows] == [encoder_identity("shapes-resnet-tiny").fingerprint, "prior"]
     records = json.loads((tiny_run / "results.json").read_text())
     assert row["strongest"] == min(r["value"] for r in records if r["attack"] != "none")
     assert not any(b.task != "classification" for b in boards if b.protocol["num_samples"] == 8)

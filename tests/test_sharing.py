@@ -126,7 +126,7 @@ def test_run_records__strength_run_publishes_square_flags_and_intervals(tmp_path
 def test_run_records__bundled_encoder_id_is_the_same_on_every_machine(tmp_path):
     """A bundled encoder is published as `hf_ssl_robust/assets/NAME`, not the absolute folder of one checkout."""
     assert encoder_identity("shapes-resnet-tiny").public_id == "hf_ssl_robust/assets/shapes-resnet-tiny"
-    assert {r["encoder_id"] for r in sharing.run_records(STRENGTH)} == {"hf_ssl_robust/assets/shapes-resnet-tiny"}
+    assert {r["encoder_id"] for r in sharing.run_records(STRENGTH)} == {"hf_ssl_robust/assets/shapes-resnet-tiny", "prior"}
     run = copy_run(COMMITTED, tmp_path / "run", edit=lambda rs: [
         r.update(encoder_id=f"/elsewhere/checkout/hf_ssl_robust/assets/{Path(r['encoder_id']).name}") for r in rs
         if r["encoder_id"] != "prior"])  # fmt: skip
@@ -316,7 +316,8 @@ def test_read_source__hub_dataset_id_is_downloaded_then_read(monkeypatch, tmp_pa
         return str(folder)
 
     monkeypatch.setattr(sharing, "snapshot_download", fake_snapshot_download)
-    assert len(sharing.read_source("someone/strength")) == 39 and asked == [("someone/strength", "dataset")]
+    # per task: the clean and prior rows once, and 3 ε x (EmbedAttack, paper attack, best APGD, Square, worst case)
+    assert len(sharing.read_source("someone/strength")) == 3 * (2 + 3 * 5) and asked == [("someone/strength", "dataset")]
     with pytest.raises(ValueError, match=r"Cannot read the Hub dataset 'someone/missing' \(OSError: 404 Not Found\)"):
         sharing.read_source("someone/missing")
 
