@@ -412,12 +412,26 @@ def main(argv: list[str] | None = None) -> int:
               f"available: {', '.join(COMMANDS)} (see `hf-ssl-robust --help`).", file=sys.stderr)
         return 2
     try:
-        return handlers[command](rest)
+        code = handlers[command](rest)
+        close_process_group()
+        return code
     except (ValueError, OSError) as err:  # bad input / unavailable model or data: the message says what to do
         if os.environ.get("HF_SSL_ROBUST_TRACEBACK"):
             raise
         print(f"hf-ssl-robust {command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def close_process_group() -> None:
+    """End a multi-process run (`accelerate launch`) cleanly: wait until every process is done, then
+    destroy the process group. Left to interpreter exit, the group's threads can abort a finished process
+    ("terminate called without an active exception", exit code -6), which fails the whole launch.
+    Nothing happens in a single-process run, and torch is never imported here."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def run_script(command: str) -> None:

@@ -154,3 +154,17 @@ def test_package__heads_register_in_either_import_order():
         assert "REGISTERED True" in out.stdout, (first, out.stderr[-2000:])
         if "TORCH" in out.stdout:
             assert "TORCH False" in out.stdout
+
+
+def test_close_process_group__a_finished_command_destroys_the_group(tmp_path):
+    """Under `accelerate launch` every command ends by destroying the process group (after a barrier), so no
+    process is left to abort in the group's teardown at exit; without a group nothing happens."""
+    import torch.distributed as dist
+
+    from hf_ssl_robust import cli
+
+    cli.close_process_group()  # no group: a no-op
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    assert cli.main(["info"]) == 0  # a command that returns normally
+    assert not dist.is_initialized()
