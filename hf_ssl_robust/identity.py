@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EncoderIdentity", "encoder_identity", "file_sha256", "unique_display_names"]
+__all__ = ["EncoderIdentity", "encoder_identity", "file_sha256", "portable_encoder_id", "unique_display_names"]
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -61,13 +61,16 @@ class EncoderIdentity:
     def public_id(self) -> str:
         """The id results carry (`encoder_id`): the Hub id; for an encoder bundled with the package its
         place in the package (`hf_ssl_robust/assets/NAME`), the same on every machine; else the folder."""
-        if self.kind == "local" and self.source:
-            from .encoders import ASSETS_DIR
+        return portable_encoder_id(self.source or self.name)
 
-            folder = Path(self.source)
-            if folder.parent == ASSETS_DIR.resolve():
-                return f"hf_ssl_robust/assets/{folder.name}"
-        return self.source or self.name
+
+def portable_encoder_id(encoder_id: str) -> str:
+    """`hf_ssl_robust/assets/NAME` for a bundled encoder's folder in any checkout (an absolute path of one
+    machine); any other id unchanged."""
+    parts = Path(encoder_id).parts
+    if len(parts) > 3 and parts[-3:-1] == ("hf_ssl_robust", "assets"):
+        return "/".join(parts[-3:])
+    return encoder_id
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi, snapshot_download
 
+from .identity import portable_encoder_id
 from .results import TASK_TABLES, format_eps
 
 PARQUET_PATH = "data/results.parquet"
@@ -150,7 +151,6 @@ def _row(record: dict, common: dict, identities: dict) -> dict:
     row.update({k: v for k, v in record.items() if k in COLUMNS})
     row["extra"] = json.dumps({k: v for k, v in record.items() if k not in COLUMNS}, sort_keys=True, default=str) or None
     row["flags"] = list(record.get("flags") or [])
-    row["encoder_id"] = row["encoder_id"] and _portable_id(row["encoder_id"])
     row["value"] = None if record.get("value") is None or _is_nan(record["value"]) else float(record["value"])
     if row["encoder"] == "prior":  # image-free baselines have no weights
         row.update(encoder_id="prior", encoder_fingerprint="prior", identity_derived=False)
@@ -162,6 +162,7 @@ def _row(record: dict, common: dict, identities: dict) -> dict:
             row["encoder_revision"] = row["encoder_revision"] or recorded.get("revision")
             row["encoder_weights_sha256"] = row["encoder_weights_sha256"] or recorded.get("weights_sha256")
         row["identity_derived"] = False
+    row["encoder_id"] = row["encoder_id"] and portable_encoder_id(row["encoder_id"])  # older runs: one checkout's path
     row.update(_dataset_facts(row["dataset"], row["task"]))
     if row["encoder_family"] is None or row["encoder_card"] is None:
         family, card = _encoder_facts(row["encoder_id"])
@@ -170,22 +171,13 @@ def _row(record: dict, common: dict, identities: dict) -> dict:
     return row
 
 
-def _portable_id(encoder_id: str) -> str:
-    """A bundled encoder's folder, recorded as an absolute path of some checkout, as its place in the
-    package (`hf_ssl_robust/assets/NAME`, what `EncoderIdentity.public_id` records today)."""
-    parts = Path(encoder_id).parts
-    if len(parts) > 3 and parts[-3:-1] == ("hf_ssl_robust", "assets"):
-        return "/".join(parts[-3:])
-    return encoder_id
-
-
 _IDENTITIES: dict[str, dict] = {}
 
 
 def _identity(name: str, recorded: dict | None) -> dict:
     """Identity columns from the run's record of it, else derived now (see the module docstring)."""
     if recorded and recorded.get("fingerprint"):
-        return dict(encoder_id=_portable_id(recorded.get("source") or name), encoder_fingerprint=recorded["fingerprint"],
+        return dict(encoder_id=recorded.get("source") or name, encoder_fingerprint=recorded["fingerprint"],
                     encoder_revision=recorded.get("revision"), encoder_weights_sha256=recorded.get("weights_sha256"),
                     identity_derived=False)  # fmt: skip
     if name not in _IDENTITIES:

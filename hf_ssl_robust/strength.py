@@ -5,7 +5,8 @@ APGD with every loss + the per-image worst case, and the gradient-free Square at
 benchmark's query budget) on one encoder (default: the bundled standard encoder, i.e. the embedded
 default) at several ε; then per task and ε one row: clean / EmbedAttack / the paper's task attack /
 the best single APGD loss / Square / the worst case over all of them, each with its 95 % bootstrap
-interval (`ci95`), beside the image-free prior's value (the benchmark's `priors`), and the warnings (`flags`) raised on any attack of that cell, with their markers.
+interval (`ci95`), beside the image-free prior's value (the benchmark's `priors`), and the warnings
+(`flags`) raised on any attack of that cell, with their markers.
 Cost: for every attack, on one batch of evaluation images at the largest ε, the forward+backward and
 forward-only passes per image (counted on the encoder: every pass of a task model goes through it;
 per image, so Square's early stop on classification shows) and the wall time per image, plus the
@@ -34,8 +35,8 @@ from .data import get_dataset_spec, make_dataset
 from .data.loading import collate
 from .diagnostics import flag_legend, flag_marker
 from .encoders import bundled_encoders, load_encoder
-from .results import TASK_TABLES, attack_title, display_name, format_eps, format_value, parse_eps, write_json
 from .priors import PRIOR_ENCODER
+from .results import TASK_TABLES, attack_title, display_name, format_eps, format_value, parse_eps, write_json
 from .sizes import encoder_family, resolve_input_size
 from .tasks import get_task
 
@@ -102,10 +103,10 @@ def strength_table(records: list[dict], plan: dict[str, list[str]]) -> list[dict
     for task, attacks in plan.items():
         metric = TASK_TABLES[task][1]
         higher = task != "depth"
+        same = [r for r in records if r["task"] == task and r["metric"] == metric]
         # The image-free prior (`priors.py`) has records of its own: a baseline column, never the clean number.
-        ours = [r for r in records if r["task"] == task and r["metric"] == metric and r["encoder"] != PRIOR_ENCODER]
-        mine = {(r["attack"], round(float(r["eps"]) * 255, 6)): r for r in ours}
-        prior = next((r for r in records if r["task"] == task and r["metric"] == metric and r["encoder"] == PRIOR_ENCODER), None)
+        mine = {(r["attack"], round(float(r["eps"]) * 255, 6)): r for r in same if r["encoder"] != PRIOR_ENCODER}
+        prior = next((r for r in same if r["encoder"] == PRIOR_ENCODER), None)
         clean = mine.get(("none", 0.0))
         for eps in sorted({e for a, e in mine if a != "none"}):
             apgd = {a: mine[(a, eps)]["value"] for a in attacks if a.startswith("apgd") and (a, eps) in mine}
@@ -121,7 +122,7 @@ def strength_table(records: list[dict], plan: dict[str, list[str]]) -> list[dict
 
 
 def _cell(row: dict, column: str) -> str:
-    value = row.get(column)
+    value = row[column]
     return format_value(None if value is None else {"value": value, "ci95": row.get("ci95", {}).get(column)}, row["metric"])
 
 
